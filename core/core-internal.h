@@ -1,0 +1,180 @@
+/*
+ * Internal interfaces shared between modules. Never installed.
+ * Non-static helpers are prefixed dis__.
+ */
+#ifndef DISINTEGRATE_CORE_INTERNAL_H
+#define DISINTEGRATE_CORE_INTERNAL_H
+
+#include <disintegrate/common.h>
+#include <disintegrate/schema.h>
+#include <disintegrate/event.h>
+#include <disintegrate/query.h>
+#include <disintegrate/store.h>
+
+#include <stdarg.h>
+
+#define DIS_ERRMSG_LEN 512
+
+/* Formats into a fixed error buffer (NULL buf or 0 len: no-op). */
+void dis__errf(char *buf, size_t len, const char *fmt, ...) DIS_PRINTF(3, 4);
+void dis__verrf(char *buf, size_t len, const char *fmt, va_list ap);
+
+/* Growable byte buffer. On allocation failure `oom` is set and later
+ * appends are no-ops, so a sequence of appends needs one check at the end. */
+typedef struct dis__buf {
+	unsigned char *data;
+	size_t len;
+	size_t cap;
+	bool oom;
+} dis__buf;
+
+void dis__buf_init(dis__buf *b);
+void dis__buf_free(dis__buf *b);
+void dis__buf_reset(dis__buf *b);
+int dis__buf_reserve(dis__buf *b, size_t extra);
+void dis__buf_append(dis__buf *b, const void *data, size_t len);
+void dis__buf_puts(dis__buf *b, const char *s);
+void dis__buf_printf(dis__buf *b, const char *fmt, ...) DIS_PRINTF(2, 3);
+/* NUL-terminates (not counted in len) and returns the text. */
+const char *dis__buf_cstr(dis__buf *b);
+/* Hands the data over (NUL terminated); the buffer is empty after. */
+char *dis__buf_take(dis__buf *b);
+
+char *dis__strdup(const char *s);
+uint64_t dis__hash64(const void *data, size_t len, uint64_t seed);
+
+/* ---- schema internals (core/schema.c) ---- */
+
+/* Index of event type `type`, or -1. */
+int dis__schema_type_index(const dis_schema *schema, const char *type);
+/* Ids declared by type index `t`: indexes into the schema's id list. */
+size_t dis__schema_type_ids(const dis_schema *schema, int t,
+			    const int **ids);
+/* Stable fingerprint of the schema (hex, 16 chars + NUL). */
+const char *dis__schema_fingerprint(const dis_schema *schema);
+
+/* ---- event internals (core/event.c) ---- */
+
+/* A domain id value read from an event. */
+typedef struct dis__idval {
+	dis_id_type type;
+	bool present;     /* false: the field is null/absent */
+	const char *str;  /* DIS_ID_STRING and DIS_ID_UUID (text form) */
+	int64_t num;      /* DIS_ID_LONG */
+} dis__idval;
+
+/* Reads domain id number `id_index` (schema id list) from the event. */
+int dis__event_idval(const dis_event *ev, int id_index, dis__idval *out);
+/* Marks the event as stored at id/position. */
+void dis__event_set_stored(dis_event *ev, int64_t id, dis_position pos);
+/* Index of the event's type in its schema. */
+int dis__event_type_index(const dis_event *ev);
+
+/* ---- serde (serde/) ---- */
+
+/* Avro binary of the event's record (no framing), appended to out. */
+int dis__event_encode(const dis_event *ev, dis__buf *out, char *err,
+		      size_t errlen);
+/*
+ * Decodes Avro binary `data` written with record `type` of `writer` into a
+ * new event of `reader` (the same schema when writer == reader). Fields the
+ * writer lacked take the reader's defaults. Lengths inside the data are
+ * checked against the bytes present before anything is allocated. Fails
+ * with DIS_ESERDE and a message; never aborts.
+ */
+int dis__event_decode(const dis_schema *reader, const dis_schema *writer,
+		      const char *type, const void *data, size_t len,
+		      dis_event **out, char *err, size_t errlen);
+
+/* ---- queries (core/query.c) ---- */
+
+/* SQL text under construction with its bound parameters (text format). */
+typedef struct dis__sql {
+	dis__buf text;
+	char **params;
+	int nparams;
+	int cap;
+	bool oom;
+} dis__sql;
+
+void dis__sql_init(dis__sql *s);
+void dis__sql_free(dis__sql *s);
+void dis__sql_puts(dis__sql *s, const char *text);
+void dis__sql_printf(dis__sql *s, const char *fmt, ...) DIS_PRINTF(2, 3);
+/* Binds a copy of `value` and appends "$n" to the text. */
+void dis__sql_param(dis__sql *s, const char *value);
+/* Appends "$n" for a new int64 / xid8 parameter. */
+void dis__sql_param_i64(dis__sql *s, int64_t value);
+void dis__sql_param_u64(dis__sql *s, uint64_t value);
+
+/*
+ * Appends the query as a boolean SQL expression over the event table's
+ * columns (unqualified), binding every value. The query must pass
+ * dis_query_check().
+ */
+int dis__query_sql(const dis_query *query, dis__sql *sql);
+
+/*
+ * Advisory-lock keys of a validation query (exclusive) and of appended
+ * events (shared), see DESIGN section 6.
+ */
+int dis__query_lock_keys(const dis_query *query, int64_t **keys, size_t *n);
+int dis__event_lock_keys(const dis_event *ev, int64_t **keys, size_t *n);
+
+/* ---- store internals (core/store.c) ---- */
+
+/* Columns every event read selects, in this order, binary results. */
+#define DIS__EVENT_COLUMNS "event_id, tx, event_type, payload"
+
+struct pg_result;
+/*
+ * Builds the event in row `row` of a binary-format result whose columns
+ * from `col` are DIS__EVENT_COLUMNS; decodes the payload through the store's
+ * schema registry. DIS_ESERDE (message names the event id) on bad payloads.
+ */
+int dis__store_event_from_row(dis_store *store, const struct pg_result *res,
+			      int row, int col, dis_event **out);
+/*
+ * The gap-free batch read of DESIGN section 5 as one statement: events
+ * matching `query` after `from`, below the barrier (the xmin of the
+ * statement's snapshot), in position order, at most `limit`. Request binary
+ * results. Result columns: 0 the barrier (xid8), then DIS__EVENT_COLUMNS
+ * from column 1. When no event matched there is one row whose event
+ * columns are NULL (it still carries the barrier).
+ */
+int dis__read_sql(const dis_query *query, dis_position from, size_t limit,
+		  dis__sql *sql);
+/*
+ * From such a result: the number of event rows and the position to
+ * continue from (after the last event when `limit` rows came back, else at
+ * the barrier, never behind `from`).
+ */
+int dis__read_result(const struct pg_result *res, size_t limit,
+		     dis_position from, int *nrows, dis_position *next);
+/* Sets the store's error message. Returns `code`. */
+int dis__store_fail(dis_store *store, int code, const char *fmt, ...)
+	DIS_PRINTF(3, 4);
+/* Maps a failed PGresult to a DIS_E* code and records its message. */
+int dis__store_pg_fail(dis_store *store, const struct pg_result *res,
+		       const char *what);
+
+
+
+/*
+ * NOTIFY: every append transaction sends one notification on this channel;
+ * the payload is the comma-separated distinct event types appended, or ""
+ * (meaning "any type") when that would be too long.
+ */
+#define DIS__NOTIFY_CHANNEL "new_events"
+
+/*
+ * Migration hooks run by dis_store_migrate() in this order, each idempotent
+ * and safe to run from several processes at once:
+ *   the event table, functions and schema registry (core/store.c),
+ *   dis__snapshot_migrate (core/snapshot.c): the snapshot table,
+ *   dis__listener_migrate (listener/): event_listener, dead letters, ...
+ */
+int dis__snapshot_migrate(dis_store *store);
+int dis__listener_migrate(dis_store *store);
+
+#endif

@@ -1,0 +1,11 @@
+/* disintegrate-c: the whole public API. */
+#ifndef DISINTEGRATE_H
+#define DISINTEGRATE_H
+
+#include <disintegrate/common.h>
+#include <disintegrate/schema.h>
+#include <disintegrate/event.h>
+#include <disintegrate/query.h>
+#include <disintegrate/store.h>
+
+#endif

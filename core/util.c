@@ -1,0 +1,148 @@
+/* Internal utilities: error formatting, growable buffers, hashing. */
+#include "core-internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void dis__verrf(char *buf, size_t len, const char *fmt, va_list ap)
+{
+	if (!buf || len == 0)
+		return;
+	vsnprintf(buf, len, fmt, ap);
+}
+
+void dis__errf(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	dis__verrf(buf, len, fmt, ap);
+	va_end(ap);
+}
+
+void dis__buf_init(dis__buf *b)
+{
+	memset(b, 0, sizeof(*b));
+}
+
+void dis__buf_free(dis__buf *b)
+{
+	free(b->data);
+	dis__buf_init(b);
+}
+
+void dis__buf_reset(dis__buf *b)
+{
+	b->len = 0;
+	b->oom = false;
+}
+
+int dis__buf_reserve(dis__buf *b, size_t extra)
+{
+	size_t want, cap;
+	unsigned char *p;
+
+	if (b->oom)
+		return DIS_ENOMEM;
+	if (extra > SIZE_MAX - b->len - 1) {
+		b->oom = true;
+		return DIS_ENOMEM;
+	}
+	want = b->len + extra + 1;
+	if (want <= b->cap)
+		return 0;
+	cap = b->cap ? b->cap : 64;
+	while (cap < want)
+		cap = cap > SIZE_MAX / 2 ? want : cap * 2;
+	p = realloc(b->data, cap);
+	if (!p) {
+		b->oom = true;
+		return DIS_ENOMEM;
+	}
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+void dis__buf_append(dis__buf *b, const void *data, size_t len)
+{
+	if (len == 0 || dis__buf_reserve(b, len))
+		return;
+	memcpy(b->data + b->len, data, len);
+	b->len += len;
+}
+
+void dis__buf_puts(dis__buf *b, const char *s)
+{
+	dis__buf_append(b, s, strlen(s));
+}
+
+void dis__buf_printf(dis__buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		b->oom = true;
+		return;
+	}
+	if (dis__buf_reserve(b, (size_t)n))
+		return;
+	va_start(ap, fmt);
+	vsnprintf((char *)b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+const char *dis__buf_cstr(dis__buf *b)
+{
+	if (dis__buf_reserve(b, 0))
+		return NULL;
+	b->data[b->len] = '\0';
+	return (const char *)b->data;
+}
+
+char *dis__buf_take(dis__buf *b)
+{
+	char *p;
+
+	if (!dis__buf_cstr(b)) {
+		dis__buf_free(b);
+		return NULL;
+	}
+	p = (char *)b->data;
+	dis__buf_init(b);
+	return p;
+}
+
+char *dis__strdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p = malloc(n);
+
+	if (p)
+		memcpy(p, s, n);
+	return p;
+}
+
+/* FNV-1a 64 with a final avalanche (splitmix64 finalizer). */
+uint64_t dis__hash64(const void *data, size_t len, uint64_t seed)
+{
+	const unsigned char *p = data;
+	uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	h ^= h >> 30;
+	h *= 0xbf58476d1ce4e5b9ULL;
+	h ^= h >> 27;
+	h *= 0x94d049bb133111ebULL;
+	h ^= h >> 31;
+	return h;
+}
