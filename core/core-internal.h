@@ -43,6 +43,10 @@ char *dis__buf_take(dis__buf *b);
 char *dis__strdup(const char *s);
 uint64_t dis__hash64(const void *data, size_t len, uint64_t seed);
 
+/* Canonical lower-case 8-4-4-4-12 form of a UUID text (36 chars + NUL);
+ * DIS_EINVAL when `in` is not one. */
+int dis__uuid_normalize(const char *in, char out[37]);
+
 /* ---- schema internals (core/schema.c) ---- */
 
 /* Index of event type `type`, or -1. */
@@ -101,6 +105,9 @@ void dis__sql_init(dis__sql *s);
 void dis__sql_free(dis__sql *s);
 void dis__sql_puts(dis__sql *s, const char *text);
 void dis__sql_printf(dis__sql *s, const char *fmt, ...) DIS_PRINTF(2, 3);
+/* Binds a copy of `value` without touching the text; returns n of $n
+ * (0 when out of memory). */
+int dis__sql_bind(dis__sql *s, const char *value);
 /* Binds a copy of `value` and appends "$n" to the text. */
 void dis__sql_param(dis__sql *s, const char *value);
 /* Appends "$n" for a new int64 / xid8 parameter. */

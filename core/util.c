@@ -146,3 +146,41 @@ uint64_t dis__hash64(const void *data, size_t len, uint64_t seed)
 	h ^= h >> 31;
 	return h;
 }
+
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int dis__uuid_normalize(const char *in, char out[37])
+{
+	static const char digits[] = "0123456789abcdef";
+	size_t o = 0;
+
+	if (!in)
+		return DIS_EINVAL;
+	for (size_t i = 0; i < 36; i++) {
+		int c = (unsigned char)in[i];
+
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (c != '-')
+				return DIS_EINVAL;
+			out[o++] = '-';
+			continue;
+		}
+		int v = hexval(c);
+		if (v < 0)
+			return DIS_EINVAL;
+		out[o++] = digits[v];
+	}
+	if (in[36] != '\0')
+		return DIS_EINVAL;
+	out[36] = '\0';
+	return 0;
+}

@@ -1,0 +1,947 @@
+/*
+ * Stream queries: filters over event types, domain-id equalities and
+ * positions; in-memory matching, SQL criteria, advisory-lock keys.
+ *
+ * The one rule that both matching paths share: an equality on a domain id
+ * applies only to the event types that declare that id.
+ */
+#include "core-internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct where {
+	int id;            /* index in the schema's id list */
+	dis_id_type type;
+	char *str;         /* string value, or canonical UUID text */
+	int64_t num;
+} where;
+
+struct dis_filter {
+	dis_query *query;
+	unsigned char *types;    /* per type index: named by the filter */
+	unsigned char *excluded; /* per type index: excluded */
+	bool named;              /* whether any type was named */
+	where *wheres;
+	size_t nwheres;
+	bool has_after;
+	dis_position after;
+};
+
+struct dis_query {
+	const dis_schema *schema;
+	dis_filter **filters;
+	size_t nfilters;
+	size_t cap;
+	int err;
+	char errmsg[DIS_ERRMSG_LEN];
+};
+
+static int query_fail(dis_query *q, int code, const char *fmt, ...)
+	DIS_PRINTF(3, 4);
+
+static int query_fail(dis_query *q, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (q->err)
+		return q->err;
+	q->err = code;
+	va_start(ap, fmt);
+	dis__verrf(q->errmsg, sizeof(q->errmsg), fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+int dis_query_new(const dis_schema *schema, dis_query **out)
+{
+	dis_query *q;
+
+	if (!schema || !out)
+		return DIS_EINVAL;
+	q = calloc(1, sizeof(*q));
+	if (!q)
+		return DIS_ENOMEM;
+	q->schema = schema;
+	*out = q;
+	return 0;
+}
+
+static void filter_free(dis_filter *f)
+{
+	if (!f)
+		return;
+	for (size_t i = 0; i < f->nwheres; i++)
+		free(f->wheres[i].str);
+	free(f->wheres);
+	free(f->types);
+	free(f->excluded);
+	free(f);
+}
+
+void dis_query_free(dis_query *q)
+{
+	if (!q)
+		return;
+	for (size_t i = 0; i < q->nfilters; i++)
+		filter_free(q->filters[i]);
+	free(q->filters);
+	free(q);
+}
+
+static dis_filter *filter_alloc(dis_query *q)
+{
+	size_t ntypes = dis_schema_type_count(q->schema);
+	dis_filter *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return NULL;
+	f->query = q;
+	f->types = calloc(ntypes ? ntypes : 1, 1);
+	f->excluded = calloc(ntypes ? ntypes : 1, 1);
+	if (!f->types || !f->excluded) {
+		filter_free(f);
+		return NULL;
+	}
+	return f;
+}
+
+static int query_push(dis_query *q, dis_filter *f)
+{
+	if (q->nfilters == q->cap) {
+		size_t cap = q->cap ? q->cap * 2 : 4;
+		dis_filter **p = realloc(q->filters, cap * sizeof(*p));
+
+		if (!p)
+			return DIS_ENOMEM;
+		q->filters = p;
+		q->cap = cap;
+	}
+	q->filters[q->nfilters++] = f;
+	return 0;
+}
+
+int dis_query_add_filter(dis_query *q, dis_filter **out)
+{
+	dis_filter *f;
+
+	if (!q || !out)
+		return DIS_EINVAL;
+	if (q->err)
+		return q->err;
+	f = filter_alloc(q);
+	if (!f || query_push(q, f)) {
+		filter_free(f);
+		return query_fail(q, DIS_ENOMEM, "out of memory");
+	}
+	*out = f;
+	return 0;
+}
+
+static dis_filter *filter_copy(dis_query *q, const dis_filter *src)
+{
+	size_t ntypes = dis_schema_type_count(q->schema);
+	dis_filter *f = filter_alloc(q);
+
+	if (!f)
+		return NULL;
+	memcpy(f->types, src->types, ntypes);
+	memcpy(f->excluded, src->excluded, ntypes);
+	f->named = src->named;
+	f->has_after = src->has_after;
+	f->after = src->after;
+	if (src->nwheres) {
+		f->wheres = calloc(src->nwheres, sizeof(*f->wheres));
+		if (!f->wheres) {
+			filter_free(f);
+			return NULL;
+		}
+		for (size_t i = 0; i < src->nwheres; i++) {
+			f->wheres[i] = src->wheres[i];
+			f->wheres[i].str = NULL;
+			f->nwheres++;
+			if (src->wheres[i].str &&
+			    !(f->wheres[i].str =
+				      dis__strdup(src->wheres[i].str))) {
+				filter_free(f);
+				return NULL;
+			}
+		}
+	}
+	return f;
+}
+
+int dis_query_union(dis_query *q, const dis_query *other)
+{
+	if (!q || !other)
+		return DIS_EINVAL;
+	if (q->err)
+		return q->err;
+	if (other->err)
+		return query_fail(q, other->err, "%s", other->errmsg);
+	if (other->schema != q->schema)
+		return query_fail(q, DIS_EINVAL,
+				  "cannot unite queries over different schemas");
+	for (size_t i = 0; i < other->nfilters; i++) {
+		dis_filter *f = filter_copy(q, other->filters[i]);
+
+		if (!f || query_push(q, f)) {
+			filter_free(f);
+			return query_fail(q, DIS_ENOMEM, "out of memory");
+		}
+	}
+	return 0;
+}
+
+int dis_query_copy(const dis_query *q, dis_query **out)
+{
+	dis_query *c;
+	int rc;
+
+	if (!q || !out)
+		return DIS_EINVAL;
+	rc = dis_query_new(q->schema, &c);
+	if (rc)
+		return rc;
+	if (q->err) {
+		c->err = q->err;
+		memcpy(c->errmsg, q->errmsg, sizeof(c->errmsg));
+	} else if ((rc = dis_query_union(c, q))) {
+		dis_query_free(c);
+		return rc;
+	}
+	*out = c;
+	return 0;
+}
+
+static int type_index(dis_filter *f, const char *type)
+{
+	int t;
+
+	if (!type)
+		return query_fail(f->query, DIS_EINVAL, "event type is NULL");
+	t = dis__schema_type_index(f->query->schema, type);
+	if (t < 0)
+		return query_fail(f->query, DIS_ENOTFOUND,
+				  "unknown event type \"%s\"", type);
+	return t;
+}
+
+int dis_filter_type(dis_filter *f, const char *type)
+{
+	int t;
+
+	if (!f)
+		return DIS_EINVAL;
+	if (f->query->err)
+		return f->query->err;
+	t = type_index(f, type);
+	if (t < 0)
+		return t;
+	f->types[t] = 1;
+	f->named = true;
+	return 0;
+}
+
+int dis_filter_stream(dis_filter *f, const char *stream)
+{
+	const char *const *types;
+	size_t n;
+	int rc;
+
+	if (!f)
+		return DIS_EINVAL;
+	if (f->query->err)
+		return f->query->err;
+	if (!stream)
+		return query_fail(f->query, DIS_EINVAL, "stream name is NULL");
+	rc = dis_schema_stream_types(f->query->schema, stream, &types, &n);
+	if (rc)
+		return query_fail(f->query, DIS_ENOTFOUND,
+				  "unknown stream \"%s\"", stream);
+	for (size_t i = 0; i < n; i++)
+		if ((rc = dis_filter_type(f, types[i])))
+			return rc;
+	f->named = true;
+	return 0;
+}
+
+int dis_filter_exclude(dis_filter *f, const char *type)
+{
+	int t;
+
+	if (!f)
+		return DIS_EINVAL;
+	if (f->query->err)
+		return f->query->err;
+	t = type_index(f, type);
+	if (t < 0)
+		return t;
+	f->excluded[t] = 1;
+	return 0;
+}
+
+static int add_where(dis_filter *f, const char *id, dis_id_type want,
+		     const char *str, int64_t num)
+{
+	dis_query *q = f->query;
+	int idx;
+	dis_id_type have;
+	where *w;
+	char uuid[37];
+
+	if (q->err)
+		return q->err;
+	if (!id)
+		return query_fail(q, DIS_EINVAL, "domain id name is NULL");
+	idx = dis_schema_id_index(q->schema, id);
+	if (idx < 0)
+		return query_fail(q, DIS_ENOTFOUND, "unknown domain id \"%s\"",
+				  id);
+	have = dis_schema_id_type(q->schema, (size_t)idx);
+	if (have != want) {
+		static const char *names[] = {"?", "string", "long", "uuid"};
+
+		return query_fail(q, DIS_EINVAL,
+				  "domain id \"%s\" is a %s, not a %s", id,
+				  names[have <= 3 ? have : 0],
+				  names[want <= 3 ? want : 0]);
+	}
+	if (want != DIS_ID_LONG && !str)
+		return query_fail(q, DIS_EINVAL, "value of \"%s\" is NULL", id);
+	if (want == DIS_ID_UUID) {
+		if (dis__uuid_normalize(str, uuid))
+			return query_fail(q, DIS_EINVAL,
+					  "value of \"%s\" is not a UUID", id);
+		str = uuid;
+	}
+	w = realloc(f->wheres, (f->nwheres + 1) * sizeof(*w));
+	if (!w)
+		return query_fail(q, DIS_ENOMEM, "out of memory");
+	f->wheres = w;
+	w = &f->wheres[f->nwheres];
+	w->id = idx;
+	w->type = want;
+	w->num = num;
+	w->str = NULL;
+	if (str && !(w->str = dis__strdup(str)))
+		return query_fail(q, DIS_ENOMEM, "out of memory");
+	f->nwheres++;
+	return 0;
+}
+
+int dis_filter_where_string(dis_filter *f, const char *id, const char *value)
+{
+	return f ? add_where(f, id, DIS_ID_STRING, value, 0) : DIS_EINVAL;
+}
+
+int dis_filter_where_long(dis_filter *f, const char *id, int64_t value)
+{
+	return f ? add_where(f, id, DIS_ID_LONG, NULL, value) : DIS_EINVAL;
+}
+
+int dis_filter_where_uuid(dis_filter *f, const char *id, const char *uuid)
+{
+	return f ? add_where(f, id, DIS_ID_UUID, uuid, 0) : DIS_EINVAL;
+}
+
+int dis_filter_after(dis_filter *f, dis_position pos)
+{
+	if (!f)
+		return DIS_EINVAL;
+	if (f->query->err)
+		return f->query->err;
+	f->has_after = true;
+	f->after = pos;
+	return 0;
+}
+
+/* Whether filter `f` selects events of type index `t` at all. */
+static bool filter_has_type(const dis_filter *f, size_t t)
+{
+	return (!f->named || f->types[t]) && !f->excluded[t];
+}
+
+static bool type_declares(const dis_query *q, size_t t, int id)
+{
+	const int *ids;
+	size_t n = dis__schema_type_ids(q->schema, (int)t, &ids);
+
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] == id)
+			return true;
+	return false;
+}
+
+static int filter_check(const dis_query *q, const dis_filter *f, size_t fi)
+{
+	size_t ntypes = dis_schema_type_count(q->schema);
+	size_t selected = 0;
+
+	for (size_t t = 0; t < ntypes; t++)
+		selected += filter_has_type(f, t);
+	if (selected == 0)
+		return query_fail((dis_query *)q, DIS_EINVAL,
+				  "filter %zu excludes every event type it "
+				  "names, so it can select nothing",
+				  fi + 1);
+	for (size_t w = 0; w < f->nwheres; w++) {
+		bool declared = false;
+
+		for (size_t t = 0; t < ntypes && !declared; t++)
+			declared = filter_has_type(f, t) &&
+				   type_declares(q, t, f->wheres[w].id);
+		if (!declared)
+			return query_fail(
+				(dis_query *)q, DIS_EINVAL,
+				"filter %zu: no event type it selects declares "
+				"domain id \"%s\"",
+				fi + 1,
+				dis_schema_id_name(q->schema,
+						   (size_t)f->wheres[w].id));
+	}
+	return 0;
+}
+
+int dis_query_check(const dis_query *q)
+{
+	int rc;
+
+	if (!q)
+		return DIS_EINVAL;
+	if (q->err)
+		return q->err;
+	if (q->nfilters == 0)
+		return query_fail((dis_query *)q, DIS_EINVAL,
+				  "query has no filter");
+	for (size_t i = 0; i < q->nfilters; i++)
+		if ((rc = filter_check(q, q->filters[i], i)))
+			return rc;
+	return 0;
+}
+
+const char *dis_query_errmsg(const dis_query *q)
+{
+	if (!q)
+		return "query is NULL";
+	return q->err ? q->errmsg : "no error";
+}
+
+const dis_schema *dis_query_schema(const dis_query *q)
+{
+	return q ? q->schema : NULL;
+}
+
+bool dis_query_has_type(const dis_query *q, const char *type)
+{
+	int t;
+
+	if (!q || !type || q->err)
+		return false;
+	t = dis__schema_type_index(q->schema, type);
+	if (t < 0)
+		return false;
+	for (size_t i = 0; i < q->nfilters; i++)
+		if (filter_has_type(q->filters[i], (size_t)t))
+			return true;
+	return false;
+}
+
+static bool where_matches(const where *w, const dis_event *ev)
+{
+	dis__idval v;
+	char uuid[37];
+
+	if (dis__event_idval(ev, w->id, &v) || !v.present || v.type != w->type)
+		return false;
+	switch (w->type) {
+	case DIS_ID_LONG:
+		return v.num == w->num;
+	case DIS_ID_UUID:
+		return v.str && !dis__uuid_normalize(v.str, uuid) &&
+		       strcmp(uuid, w->str) == 0;
+	case DIS_ID_STRING:
+		return v.str && strcmp(v.str, w->str) == 0;
+	}
+	return false;
+}
+
+static bool filter_matches(const dis_query *q, const dis_filter *f,
+			   const dis_event *ev)
+{
+	int t = dis__event_type_index(ev);
+
+	if (t < 0 || !filter_has_type(f, (size_t)t))
+		return false;
+	if (f->has_after &&
+	    dis_position_cmp(dis_event_position(ev), f->after) <= 0)
+		return false;
+	for (size_t i = 0; i < f->nwheres; i++)
+		if (type_declares(q, (size_t)t, f->wheres[i].id) &&
+		    !where_matches(&f->wheres[i], ev))
+			return false;
+	return true;
+}
+
+bool dis_query_matches(const dis_query *q, const dis_event *ev)
+{
+	if (!q || !ev || dis_query_check(q) ||
+	    dis_event_schema(ev) != q->schema)
+		return false;
+	for (size_t i = 0; i < q->nfilters; i++)
+		if (filter_matches(q, q->filters[i], ev))
+			return true;
+	return false;
+}
+
+/* ---- SQL ---- */
+
+void dis__sql_init(dis__sql *s)
+{
+	memset(s, 0, sizeof(*s));
+	dis__buf_init(&s->text);
+}
+
+void dis__sql_free(dis__sql *s)
+{
+	for (int i = 0; i < s->nparams; i++)
+		free(s->params[i]);
+	free(s->params);
+	dis__buf_free(&s->text);
+	dis__sql_init(s);
+}
+
+void dis__sql_puts(dis__sql *s, const char *text)
+{
+	dis__buf_puts(&s->text, text);
+}
+
+void dis__sql_printf(dis__sql *s, const char *fmt, ...)
+{
+	va_list ap;
+	char small[256];
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(small, sizeof(small), fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		s->oom = true;
+		return;
+	}
+	if ((size_t)n < sizeof(small)) {
+		dis__buf_append(&s->text, small, (size_t)n);
+		return;
+	}
+	char *big = malloc((size_t)n + 1);
+	if (!big) {
+		s->oom = true;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(big, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	dis__buf_append(&s->text, big, (size_t)n);
+	free(big);
+}
+
+int dis__sql_bind(dis__sql *s, const char *value)
+{
+	char *copy;
+
+	if (s->oom)
+		return 0;
+	if (s->nparams == s->cap) {
+		int cap = s->cap ? s->cap * 2 : 8;
+		char **p = realloc(s->params, (size_t)cap * sizeof(*p));
+
+		if (!p) {
+			s->oom = true;
+			return 0;
+		}
+		s->params = p;
+		s->cap = cap;
+	}
+	copy = dis__strdup(value);
+	if (!copy) {
+		s->oom = true;
+		return 0;
+	}
+	s->params[s->nparams++] = copy;
+	return s->nparams;
+}
+
+void dis__sql_param(dis__sql *s, const char *value)
+{
+	int n = dis__sql_bind(s, value);
+
+	if (n)
+		dis__sql_printf(s, "$%d", n);
+}
+
+void dis__sql_param_i64(dis__sql *s, int64_t value)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%" PRId64, value);
+	dis__sql_param(s, buf);
+	dis__sql_puts(s, "::int8");
+}
+
+void dis__sql_param_u64(dis__sql *s, uint64_t value)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%" PRIu64, value);
+	dis__sql_param(s, buf);
+}
+
+/* Appends a quoted identifier (validated by the schema). */
+static void sql_ident(dis__sql *s, const char *name)
+{
+	dis__sql_puts(s, "\"");
+	dis__sql_puts(s, name);
+	dis__sql_puts(s, "\"");
+}
+
+static void sql_where(dis__sql *s, const dis_query *q, const where *w)
+{
+	sql_ident(s, dis_schema_id_name(q->schema, (size_t)w->id));
+	dis__sql_puts(s, " = ");
+	switch (w->type) {
+	case DIS_ID_LONG:
+		dis__sql_param_i64(s, w->num);
+		break;
+	case DIS_ID_UUID:
+		dis__sql_param(s, w->str);
+		dis__sql_puts(s, "::uuid");
+		break;
+	case DIS_ID_STRING:
+		dis__sql_param(s, w->str);
+		dis__sql_puts(s, "::text");
+		break;
+	}
+}
+
+/*
+ * One filter: its types grouped by which of its equalities apply to them,
+ * so each group is one "event_type = ANY(...) AND id = ..." term.
+ */
+static void sql_filter(dis__sql *s, const dis_query *q, const dis_filter *f)
+{
+	size_t ntypes = dis_schema_type_count(q->schema);
+	unsigned char *done = calloc(ntypes ? ntypes : 1, 1);
+	bool first = true;
+
+	if (!done) {
+		s->oom = true;
+		return;
+	}
+	dis__sql_puts(s, "(");
+	if (f->has_after) {
+		dis__sql_puts(s, "(tx, event_id) > (");
+		dis__sql_param_u64(s, f->after.tx);
+		dis__sql_puts(s, "::xid8, ");
+		dis__sql_param_i64(s, f->after.id);
+		dis__sql_puts(s, ") AND ");
+	}
+	dis__sql_puts(s, "(");
+	for (size_t t = 0; t < ntypes; t++) {
+		dis__buf list;
+		size_t count = 0;
+
+		if (done[t] || !filter_has_type(f, t))
+			continue;
+		dis__buf_init(&list);
+		dis__buf_puts(&list, "{");
+		/* Every later type with the same applicable equalities. */
+		for (size_t u = t; u < ntypes; u++) {
+			bool same = true;
+
+			if (done[u] || !filter_has_type(f, u))
+				continue;
+			for (size_t w = 0; w < f->nwheres && same; w++)
+				same = type_declares(q, t, f->wheres[w].id) ==
+				       type_declares(q, u, f->wheres[w].id);
+			if (!same)
+				continue;
+			done[u] = 1;
+			if (count++)
+				dis__buf_puts(&list, ",");
+			dis__buf_puts(&list, dis_schema_type_name(q->schema, u));
+		}
+		dis__buf_puts(&list, "}");
+		if (!first)
+			dis__sql_puts(s, " OR ");
+		first = false;
+		dis__sql_puts(s, "(event_type = ANY(");
+		if (list.oom)
+			s->oom = true;
+		else
+			dis__sql_param(s, dis__buf_cstr(&list));
+		dis__sql_puts(s, "::text[])");
+		dis__buf_free(&list);
+		for (size_t w = 0; w < f->nwheres; w++) {
+			if (!type_declares(q, t, f->wheres[w].id))
+				continue;
+			dis__sql_puts(s, " AND ");
+			sql_where(s, q, &f->wheres[w]);
+		}
+		dis__sql_puts(s, ")");
+	}
+	dis__sql_puts(s, "))");
+	free(done);
+}
+
+int dis__query_sql(const dis_query *q, dis__sql *s)
+{
+	int rc = dis_query_check(q);
+
+	if (rc)
+		return rc;
+	dis__sql_puts(s, "(");
+	for (size_t i = 0; i < q->nfilters; i++) {
+		if (i)
+			dis__sql_puts(s, " OR ");
+		sql_filter(s, q, q->filters[i]);
+	}
+	dis__sql_puts(s, ")");
+	return s->oom || s->text.oom ? DIS_ENOMEM : 0;
+}
+
+/* ---- advisory-lock keys ---- */
+
+typedef struct keyset {
+	int64_t *keys;
+	size_t n;
+	size_t cap;
+	bool oom;
+} keyset;
+
+static void key_add(keyset *k, const char *type, const char *id,
+		    const char *value)
+{
+	dis__buf b;
+
+	dis__buf_init(&b);
+	dis__buf_puts(&b, type);
+	if (id) {
+		dis__buf_append(&b, "", 1);
+		dis__buf_puts(&b, id);
+		dis__buf_append(&b, "", 1);
+		dis__buf_puts(&b, value);
+	}
+	if (k->n == k->cap) {
+		size_t cap = k->cap ? k->cap * 2 : 8;
+		int64_t *p = realloc(k->keys, cap * sizeof(*p));
+
+		if (!p) {
+			k->oom = true;
+			dis__buf_free(&b);
+			return;
+		}
+		k->keys = p;
+		k->cap = cap;
+	}
+	if (b.oom) {
+		k->oom = true;
+	} else {
+		uint64_t h = dis__hash64(b.data, b.len, 0x646973);
+
+		k->keys[k->n++] = (int64_t)h;
+	}
+	dis__buf_free(&b);
+}
+
+/* The text form of an id value used in lock keys. */
+static const char *key_value(dis_id_type type, const char *str, int64_t num,
+			     char *buf, size_t len)
+{
+	if (type == DIS_ID_LONG) {
+		snprintf(buf, len, "%" PRId64, num);
+		return buf;
+	}
+	if (type == DIS_ID_UUID && str && !dis__uuid_normalize(str, buf))
+		return buf;
+	return str ? str : "";
+}
+
+static int keys_done(keyset *k, int64_t **keys, size_t *n)
+{
+	if (k->oom) {
+		free(k->keys);
+		return DIS_ENOMEM;
+	}
+	*keys = k->keys;
+	*n = k->n;
+	return 0;
+}
+
+int dis__query_lock_keys(const dis_query *q, int64_t **keys, size_t *n)
+{
+	keyset k = {0};
+	size_t ntypes;
+	int rc = dis_query_check(q);
+
+	if (rc)
+		return rc;
+	ntypes = dis_schema_type_count(q->schema);
+	for (size_t i = 0; i < q->nfilters; i++) {
+		const dis_filter *f = q->filters[i];
+
+		for (size_t t = 0; t < ntypes; t++) {
+			const char *type = dis_schema_type_name(q->schema, t);
+			const where *w = NULL;
+			char buf[40];
+
+			if (!filter_has_type(f, t))
+				continue;
+			for (size_t j = 0; j < f->nwheres && !w; j++)
+				if (type_declares(q, t, f->wheres[j].id))
+					w = &f->wheres[j];
+			if (!w)
+				key_add(&k, type, NULL, NULL);
+			else
+				key_add(&k, type,
+					dis_schema_id_name(q->schema,
+							   (size_t)w->id),
+					key_value(w->type, w->str, w->num, buf,
+						  sizeof(buf)));
+		}
+	}
+	return keys_done(&k, keys, n);
+}
+
+int dis__event_lock_keys(const dis_event *ev, int64_t **keys, size_t *n)
+{
+	keyset k = {0};
+	const dis_schema *schema = dis_event_schema(ev);
+	int t = dis__event_type_index(ev);
+	const int *ids;
+	size_t nids;
+
+	if (t < 0)
+		return DIS_EINVAL;
+	key_add(&k, dis_event_type(ev), NULL, NULL);
+	nids = dis__schema_type_ids(schema, t, &ids);
+	for (size_t i = 0; i < nids; i++) {
+		dis__idval v;
+		char buf[40];
+
+		if (dis__event_idval(ev, ids[i], &v) || !v.present)
+			continue;
+		key_add(&k, dis_event_type(ev),
+			dis_schema_id_name(schema, (size_t)ids[i]),
+			key_value(v.type, v.str, v.num, buf, sizeof(buf)));
+	}
+	return keys_done(&k, keys, n);
+}
+
+/* ---- canonical description ---- */
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static char *describe_filter(const dis_query *q, const dis_filter *f)
+{
+	size_t ntypes = dis_schema_type_count(q->schema);
+	char **wheres = NULL;
+	dis__buf b;
+	bool first = true;
+
+	dis__buf_init(&b);
+	dis__buf_puts(&b, "types=");
+	for (size_t t = 0; t < ntypes; t++) {
+		if (!filter_has_type(f, t))
+			continue;
+		if (!first)
+			dis__buf_puts(&b, ",");
+		first = false;
+		dis__buf_puts(&b, dis_schema_type_name(q->schema, t));
+	}
+	if (f->nwheres) {
+		wheres = calloc(f->nwheres, sizeof(*wheres));
+		if (!wheres) {
+			dis__buf_free(&b);
+			return NULL;
+		}
+		for (size_t i = 0; i < f->nwheres; i++) {
+			dis__buf w;
+			char buf[40];
+			const where *x = &f->wheres[i];
+
+			dis__buf_init(&w);
+			dis__buf_printf(
+				&w, "%s=%s",
+				dis_schema_id_name(q->schema, (size_t)x->id),
+				key_value(x->type, x->str, x->num, buf,
+					  sizeof(buf)));
+			wheres[i] = dis__buf_take(&w);
+		}
+		qsort(wheres, f->nwheres, sizeof(*wheres), cmp_str);
+		dis__buf_puts(&b, ";where=");
+		for (size_t i = 0; i < f->nwheres; i++) {
+			if (i)
+				dis__buf_puts(&b, ",");
+			if (!wheres[i])
+				b.oom = true;
+			else
+				dis__buf_puts(&b, wheres[i]);
+			free(wheres[i]);
+		}
+		free(wheres);
+	}
+	if (f->has_after)
+		dis__buf_printf(&b, ";after=%" PRIu64 ":%" PRId64, f->after.tx,
+				f->after.id);
+	if (b.oom) {
+		dis__buf_free(&b);
+		return NULL;
+	}
+	return dis__buf_take(&b);
+}
+
+int dis_query_describe(const dis_query *q, char **text)
+{
+	char **parts;
+	dis__buf b;
+	int rc = dis_query_check(q);
+
+	if (rc)
+		return rc;
+	if (!text)
+		return DIS_EINVAL;
+	parts = calloc(q->nfilters, sizeof(*parts));
+	if (!parts)
+		return DIS_ENOMEM;
+	rc = 0;
+	for (size_t i = 0; i < q->nfilters && !rc; i++)
+		if (!(parts[i] = describe_filter(q, q->filters[i])))
+			rc = DIS_ENOMEM;
+	if (!rc) {
+		qsort(parts, q->nfilters, sizeof(*parts), cmp_str);
+		dis__buf_init(&b);
+		for (size_t i = 0; i < q->nfilters; i++) {
+			/* Identical filters select the same events once. */
+			if (i && strcmp(parts[i], parts[i - 1]) == 0)
+				continue;
+			if (b.len)
+				dis__buf_puts(&b, " | ");
+			dis__buf_puts(&b, parts[i]);
+		}
+		if (b.oom) {
+			dis__buf_free(&b);
+			rc = DIS_ENOMEM;
+		} else {
+			*text = dis__buf_take(&b);
+		}
+	}
+	for (size_t i = 0; i < q->nfilters; i++)
+		free(parts[i]);
+	free(parts);
+	return rc;
+}

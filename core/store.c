@@ -1,0 +1,1369 @@
+/*
+ * The event store on libpq: migration, the schema registry, loads with a
+ * version, the exact append check, and the gap-free batch read.
+ *
+ * Appends run as one pipeline (one round trip, one implicit transaction):
+ *   1. take advisory locks in key order: exclusive on the validation
+ *      query's boundary keys, shared on the appended events' keys;
+ *   2. insert every event in one statement that first checks that no event
+ *      matching the validation query is invisible to the load's snapshot
+ *      (that statement's snapshot is taken after the locks are held);
+ *   3. notify once.
+ * See DESIGN sections 5 and 6.
+ */
+#include "core-internal.h"
+
+#include <libpq-fe.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_MAX_PAYLOAD (16u * 1024 * 1024)
+#define FRAME_MAGIC 0xD1
+#define FRAME_LEN 5
+#define NOTIFY_MAX 7000
+/* Advisory-lock key serialising concurrent migrations ("dis-migr"). */
+#define MIGRATE_LOCK_KEY "7235441166829889906"
+
+#define OID_BOOL 16
+#define OID_BYTEA 17
+#define OID_INT8 20
+#define OID_TEXT 25
+
+typedef struct reg_entry {
+	int32_t id;
+	char *fingerprint;
+	char *json;
+	dis_schema *parsed; /* writer schema, parsed on first use */
+} reg_entry;
+
+struct dis_store {
+	PGconn *conn;
+	bool owned;
+	const dis_schema *schema;
+	char errmsg[DIS_ERRMSG_LEN];
+	dis_log_fn log;
+	void *log_arg;
+	size_t max_payload;
+	int32_t schema_id; /* registry id of `schema`, 0 until known */
+	reg_entry *reg;
+	size_t nreg;
+};
+
+struct dis_version {
+	char *text;
+};
+
+/* ---- small helpers ---- */
+
+static uint64_t get_be64(const char *p)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | u[i];
+	return v;
+}
+
+static uint32_t get_be32(const unsigned char *u)
+{
+	return ((uint32_t)u[0] << 24) | ((uint32_t)u[1] << 16) |
+	       ((uint32_t)u[2] << 8) | u[3];
+}
+
+static void put_be32(dis__buf *b, uint32_t v)
+{
+	unsigned char u[4] = {v >> 24, v >> 16, v >> 8, v};
+
+	dis__buf_append(b, u, 4);
+}
+
+static void put_be64(dis__buf *b, uint64_t v)
+{
+	unsigned char u[8];
+
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		u[i] = (unsigned char)v;
+	dis__buf_append(b, u, 8);
+}
+
+/* One-dimensional binary array header (PostgreSQL's array_send). */
+static void array_begin(dis__buf *b, uint32_t oid, size_t n, bool nulls)
+{
+	put_be32(b, n ? 1 : 0);
+	put_be32(b, nulls ? 1 : 0);
+	put_be32(b, oid);
+	if (n) {
+		put_be32(b, (uint32_t)n);
+		put_be32(b, 1);
+	}
+}
+
+static void array_elem(dis__buf *b, const void *data, size_t len)
+{
+	put_be32(b, (uint32_t)len);
+	dis__buf_append(b, data, len);
+}
+
+static void array_null(dis__buf *b)
+{
+	put_be32(b, 0xFFFFFFFFu);
+}
+
+int dis__store_fail(dis_store *store, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	dis__verrf(store->errmsg, sizeof(store->errmsg), fmt, ap);
+	va_end(ap);
+	if (store->log)
+		store->log(store->log_arg, DIS_LOG_DEBUG, store->errmsg);
+	return code;
+}
+
+/* Copies libpq's text without its trailing newline. */
+static void chomp_copy(char *dst, size_t len, const char *src)
+{
+	size_t n;
+
+	snprintf(dst, len, "%s", src ? src : "");
+	n = strlen(dst);
+	while (n && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
+		dst[--n] = '\0';
+}
+
+static int sqlstate_code(const char *state)
+{
+	if (!state)
+		return DIS_EPG;
+	if (!strcmp(state, "40001") || !strcmp(state, "40P01"))
+		return DIS_ECONFLICT;
+	if (!strcmp(state, "55P03") || !strcmp(state, "57014"))
+		return DIS_ETIMEDOUT;
+	if (!strcmp(state, "42501"))
+		return DIS_EPERM;
+	if (!strncmp(state, "08", 2) || !strcmp(state, "57P01") ||
+	    !strcmp(state, "57P02") || !strcmp(state, "57P03"))
+		return DIS_ECONN;
+	return DIS_EPG;
+}
+
+int dis__store_pg_fail(dis_store *store, const PGresult *res, const char *what)
+{
+	char msg[DIS_ERRMSG_LEN];
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE)
+				: NULL;
+	int code = sqlstate_code(state);
+
+	if (res && PQresultErrorMessage(res)[0])
+		chomp_copy(msg, sizeof(msg), PQresultErrorMessage(res));
+	else
+		chomp_copy(msg, sizeof(msg), PQerrorMessage(store->conn));
+	if (PQstatus(store->conn) == CONNECTION_BAD)
+		code = DIS_ECONN;
+	if (code == DIS_ECONN && !msg[0])
+		snprintf(msg, sizeof(msg), "connection lost");
+	return dis__store_fail(store, code, "%s: %s", what, msg);
+}
+
+/*
+ * Blocking calls on a connection the caller may keep non-blocking (the
+ * listener's): switch for the call and restore afterwards.
+ */
+static int blocking_begin(dis_store *store)
+{
+	int was = PQisnonblocking(store->conn);
+
+	if (was)
+		PQsetnonblocking(store->conn, 0);
+	return was;
+}
+
+static void blocking_end(dis_store *store, int was)
+{
+	if (was)
+		PQsetnonblocking(store->conn, 1);
+}
+
+/* Runs one statement into *out; returns 0 or the recorded error code. */
+static int run(dis_store *store, const char *what, const char *sql,
+	       int nparams, const char *const *values, const int *lengths,
+	       const int *formats, int binary, ExecStatusType want,
+	       PGresult **out)
+{
+	int was = blocking_begin(store);
+	PGresult *res = PQexecParams(store->conn, sql, nparams, NULL, values,
+				     lengths, formats, binary);
+	int rc;
+
+	blocking_end(store, was);
+	if (!res || PQresultStatus(res) != want) {
+		rc = dis__store_pg_fail(store, res, what);
+		PQclear(res);
+		return rc;
+	}
+	*out = res;
+	return 0;
+}
+
+static int exec_sql(dis_store *store, const char *what, const char *sql)
+{
+	int was = blocking_begin(store);
+	PGresult *res = PQexec(store->conn, sql);
+	int rc = 0;
+
+	blocking_end(store, was);
+	if (!res || (PQresultStatus(res) != PGRES_COMMAND_OK &&
+		     PQresultStatus(res) != PGRES_TUPLES_OK))
+		rc = dis__store_pg_fail(store, res, what);
+	PQclear(res);
+	return rc;
+}
+
+/* ---- lifecycle ---- */
+
+static int store_new(PGconn *conn, bool owned, const dis_schema *schema,
+		     dis_store **out)
+{
+	dis_store *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return DIS_ENOMEM;
+	s->conn = conn;
+	s->owned = owned;
+	s->schema = schema;
+	s->max_payload = DEFAULT_MAX_PAYLOAD;
+	*out = s;
+	return 0;
+}
+
+int dis_store_open(const char *conninfo, const dis_schema *schema,
+		   dis_store **out, char *errbuf, size_t errlen)
+{
+	PGconn *conn;
+	char msg[DIS_ERRMSG_LEN];
+	int rc;
+
+	if (!schema || !out) {
+		dis__errf(errbuf, errlen, "schema and out are required");
+		return DIS_EINVAL;
+	}
+	conn = PQconnectdb(conninfo ? conninfo : "");
+	if (!conn) {
+		dis__errf(errbuf, errlen, "out of memory");
+		return DIS_ENOMEM;
+	}
+	if (PQstatus(conn) != CONNECTION_OK) {
+		/* libpq's message names host and user, never the password. */
+		chomp_copy(msg, sizeof(msg), PQerrorMessage(conn));
+		dis__errf(errbuf, errlen, "cannot connect to PostgreSQL: %s",
+			  msg);
+		PQfinish(conn);
+		return DIS_ECONN;
+	}
+	rc = store_new(conn, true, schema, out);
+	if (rc) {
+		dis__errf(errbuf, errlen, "out of memory");
+		PQfinish(conn);
+	}
+	return rc;
+}
+
+int dis_store_wrap(PGconn *conn, const dis_schema *schema, dis_store **out)
+{
+	if (!conn || !schema || !out)
+		return DIS_EINVAL;
+	return store_new(conn, false, schema, out);
+}
+
+static void registry_clear(dis_store *s)
+{
+	for (size_t i = 0; i < s->nreg; i++) {
+		free(s->reg[i].fingerprint);
+		free(s->reg[i].json);
+		dis_schema_free(s->reg[i].parsed);
+	}
+	free(s->reg);
+	s->reg = NULL;
+	s->nreg = 0;
+}
+
+void dis_store_free(dis_store *s)
+{
+	if (!s)
+		return;
+	registry_clear(s);
+	if (s->owned)
+		PQfinish(s->conn);
+	free(s);
+}
+
+const char *dis_store_errmsg(const dis_store *s)
+{
+	if (!s)
+		return "store is NULL";
+	return s->errmsg[0] ? s->errmsg : "no error";
+}
+
+PGconn *dis_store_conn(dis_store *s)
+{
+	return s ? s->conn : NULL;
+}
+
+const dis_schema *dis_store_schema(const dis_store *s)
+{
+	return s ? s->schema : NULL;
+}
+
+void dis_store_set_log(dis_store *s, dis_log_fn fn, void *arg)
+{
+	if (!s)
+		return;
+	s->log = fn;
+	s->log_arg = arg;
+}
+
+void dis_store_set_max_payload(dis_store *s, size_t bytes)
+{
+	if (s)
+		s->max_payload = bytes ? bytes : DEFAULT_MAX_PAYLOAD;
+}
+
+/* ---- schema registry ---- */
+
+/* Reloads every registered schema (id, fingerprint, JSON). */
+static int registry_load(dis_store *s)
+{
+	PGresult *res;
+	int n, rc;
+	reg_entry *reg;
+
+	rc = run(s, "reading the schema registry",
+		 "SELECT id, fingerprint, schema FROM event_schema ORDER BY id",
+		 0, NULL, NULL, NULL, 0, PGRES_TUPLES_OK, &res);
+	if (rc)
+		return rc;
+	n = PQntuples(res);
+	reg = calloc(n ? (size_t)n : 1, sizeof(*reg));
+	if (!reg) {
+		PQclear(res);
+		return dis__store_fail(s, DIS_ENOMEM, "out of memory");
+	}
+	for (int i = 0; i < n; i++) {
+		reg[i].id = (int32_t)atol(PQgetvalue(res, i, 0));
+		reg[i].fingerprint = dis__strdup(PQgetvalue(res, i, 1));
+		reg[i].json = dis__strdup(PQgetvalue(res, i, 2));
+	}
+	PQclear(res);
+	registry_clear(s);
+	s->reg = reg;
+	s->nreg = (size_t)n;
+	for (size_t i = 0; i < s->nreg; i++)
+		if (!s->reg[i].fingerprint || !s->reg[i].json)
+			return dis__store_fail(s, DIS_ENOMEM, "out of memory");
+	return 0;
+}
+
+static reg_entry *registry_find(dis_store *s, int32_t id)
+{
+	for (size_t i = 0; i < s->nreg; i++)
+		if (s->reg[i].id == id)
+			return &s->reg[i];
+	return NULL;
+}
+
+/*
+ * The registry id of the store's own schema. Outside a transaction an
+ * unregistered schema is registered; inside one (a listener's batch) it
+ * must already be, since a rolled back registration would leave payloads
+ * pointing at nothing.
+ */
+static int schema_id(dis_store *s, int32_t *out)
+{
+	const char *fp = dis__schema_fingerprint(s->schema);
+	const char *vals[2] = {fp, dis_schema_json(s->schema)};
+	PGresult *res;
+	int rc;
+
+	if (s->schema_id) {
+		*out = s->schema_id;
+		return 0;
+	}
+	rc = run(s, "looking up the event schema",
+		 "SELECT id FROM event_schema WHERE fingerprint = $1", 1, vals,
+		 NULL, NULL, 0, PGRES_TUPLES_OK, &res);
+	if (rc)
+		return rc;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+			return dis__store_fail(
+				s, DIS_ESTATE,
+				"the event schema (fingerprint %s) is not "
+				"registered; run dis_store_migrate (disctl "
+				"init) first",
+				fp);
+		rc = run(s, "registering the event schema",
+			  "WITH ins AS (INSERT INTO event_schema "
+			  "(fingerprint, schema) VALUES ($1, $2) "
+			  "ON CONFLICT (fingerprint) DO NOTHING RETURNING id) "
+			  "SELECT id FROM ins UNION ALL SELECT id FROM "
+			  "event_schema WHERE fingerprint = $1",
+			  2, vals, NULL, NULL, 0, PGRES_TUPLES_OK, &res);
+		if (rc)
+			return rc;
+		if (PQntuples(res) == 0) {
+			PQclear(res);
+			/* Lost a race with a concurrent registration. */
+			return schema_id(s, out);
+		}
+	}
+	s->schema_id = (int32_t)atol(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	*out = s->schema_id;
+	return 0;
+}
+
+/* The schema a payload was written with. */
+static int writer_schema(dis_store *s, int32_t id, const dis_schema **out)
+{
+	reg_entry *e;
+	char err[DIS_ERRMSG_LEN];
+	int rc;
+
+	if (s->schema_id && id == s->schema_id) {
+		*out = s->schema;
+		return 0;
+	}
+	e = registry_find(s, id);
+	if (!e) {
+		if ((rc = registry_load(s)))
+			return rc;
+		e = registry_find(s, id);
+		if (!e)
+			return dis__store_fail(s, DIS_ESERDE,
+					       "writer schema %" PRId32
+					       " is not in the registry",
+					       id);
+	}
+	if (!strcmp(e->fingerprint, dis__schema_fingerprint(s->schema))) {
+		s->schema_id = id;
+		*out = s->schema;
+		return 0;
+	}
+	if (!e->parsed) {
+		rc = dis_schema_parse(e->json, &e->parsed, err, sizeof(err));
+		if (rc)
+			return dis__store_fail(s, DIS_ESERDE,
+					       "writer schema %" PRId32
+					       " cannot be read: %s",
+					       id, err);
+	}
+	*out = e->parsed;
+	return 0;
+}
+
+/* ---- migration ---- */
+
+static const char *id_sql_type(dis_id_type t)
+{
+	switch (t) {
+	case DIS_ID_LONG: return "bigint";
+	case DIS_ID_UUID: return "uuid";
+	default: return "text";
+	}
+}
+
+/* Adds a column and an index per domain id that the table lacks. */
+static int migrate_id_columns(dis_store *s)
+{
+	PGresult *res;
+	size_t nids = dis_schema_id_count(s->schema);
+	int rc = run(s, "reading the event table's columns",
+		     "SELECT column_name, udt_name FROM "
+		     "information_schema.columns WHERE table_name = "
+		     "'event' AND table_schema = current_schema()",
+		     0, NULL, NULL, NULL, 0, PGRES_TUPLES_OK, &res);
+
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < nids && !rc; i++) {
+		const char *name = dis_schema_id_name(s->schema, i);
+		const char *type = id_sql_type(dis_schema_id_type(s->schema, i));
+		const char *have = NULL;
+		char sql[512], idx[80];
+
+		for (int r = 0; r < PQntuples(res); r++)
+			if (!strcmp(PQgetvalue(res, r, 0), name))
+				have = PQgetvalue(res, r, 1);
+		if (have) {
+			const char *want = !strcmp(type, "bigint") ? "int8"
+					 : type;
+			if (strcmp(have, want))
+				rc = dis__store_fail(
+					s, DIS_ESCHEMA,
+					"column event.\"%s\" is %s but the "
+					"schema declares domain id \"%s\" as %s",
+					name, have, name, type);
+			continue;
+		}
+		snprintf(sql, sizeof(sql),
+			 "ALTER TABLE event ADD COLUMN IF NOT EXISTS \"%s\" %s",
+			 name, type);
+		rc = exec_sql(s, "adding a domain id column", sql);
+		if (rc)
+			break;
+		if (strlen(name) + 10 <= 63)
+			snprintf(idx, sizeof(idx), "idx_event_%s", name);
+		else
+			snprintf(idx, sizeof(idx), "idx_event_%016" PRIx64,
+				 dis__hash64(name, strlen(name), 0));
+		snprintf(sql, sizeof(sql),
+			 "CREATE INDEX IF NOT EXISTS \"%s\" ON event (\"%s\")",
+			 idx, name);
+		rc = exec_sql(s, "indexing a domain id column", sql);
+	}
+	PQclear(res);
+	return rc;
+}
+
+static const char *const MIGRATION[] = {
+	"CREATE SEQUENCE IF NOT EXISTS seq_event_event_id",
+	"CREATE TABLE IF NOT EXISTS event ("
+	" event_id BIGINT PRIMARY KEY DEFAULT nextval('seq_event_event_id'),"
+	" event_type VARCHAR(255) NOT NULL,"
+	" payload BYTEA NOT NULL,"
+	" inserted_at TIMESTAMP DEFAULT now())",
+	/* Rows of an existing Disintegrate database get tx 0: committed. */
+	"DO $$ BEGIN"
+	" IF NOT EXISTS (SELECT 1 FROM information_schema.columns"
+	"  WHERE table_schema = current_schema() AND table_name = 'event'"
+	"  AND column_name = 'tx') THEN"
+	"  ALTER TABLE event ADD COLUMN tx xid8 NOT NULL DEFAULT '0';"
+	"  ALTER TABLE event ALTER COLUMN tx SET DEFAULT pg_current_xact_id();"
+	" END IF; END $$",
+	"CREATE INDEX IF NOT EXISTS idx_event_type_btree ON event (event_type)",
+	"CREATE INDEX IF NOT EXISTS idx_event_tx ON event (tx, event_id)",
+	"CREATE TABLE IF NOT EXISTS event_schema ("
+	" id SERIAL PRIMARY KEY,"
+	" fingerprint TEXT NOT NULL UNIQUE,"
+	" schema TEXT NOT NULL,"
+	" created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+	/* Takes the append's advisory locks in the order given. */
+	"CREATE OR REPLACE FUNCTION dis_lock_keys(keys bigint[],"
+	" exclusive boolean[]) RETURNS void LANGUAGE plpgsql AS $$"
+	" BEGIN"
+	"  FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP"
+	"   IF exclusive[i] THEN PERFORM pg_advisory_xact_lock(keys[i]);"
+	"   ELSE PERFORM pg_advisory_xact_lock_shared(keys[i]); END IF;"
+	"  END LOOP;"
+	" END $$",
+};
+
+int dis_store_migrate(dis_store *s)
+{
+	int32_t id;
+	int rc;
+
+	if (!s)
+		return DIS_EINVAL;
+	if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+		return dis__store_fail(s, DIS_ESTATE,
+				       "migrate needs a connection outside a "
+				       "transaction");
+	rc = exec_sql(s, "starting the migration", "BEGIN");
+	if (rc)
+		return rc;
+	rc = exec_sql(s, "locking the migration",
+		      "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")");
+	for (size_t i = 0; !rc && i < sizeof(MIGRATION) / sizeof(*MIGRATION);
+	     i++)
+		rc = exec_sql(s, "migrating", MIGRATION[i]);
+	if (!rc)
+		rc = migrate_id_columns(s);
+	if (!rc)
+		rc = dis__snapshot_migrate(s);
+	if (!rc)
+		rc = dis__listener_migrate(s);
+	if (!rc)
+		rc = exec_sql(s, "committing the migration", "COMMIT");
+	if (rc) {
+		char keep[DIS_ERRMSG_LEN];
+
+		memcpy(keep, s->errmsg, sizeof(keep));
+		PQclear(PQexec(s->conn, "ROLLBACK"));
+		memcpy(s->errmsg, keep, sizeof(keep));
+		return rc;
+	}
+	s->schema_id = 0;
+	return schema_id(s, &id);
+}
+
+/* ---- reading events ---- */
+
+int dis__store_event_from_row(dis_store *s, const PGresult *res, int row,
+			      int col, dis_event **out)
+{
+	const dis_schema *writer;
+	const unsigned char *payload;
+	dis_event *ev;
+	dis_position pos;
+	const char *type;
+	char err[DIS_ERRMSG_LEN];
+	int64_t id;
+	size_t len;
+	int rc;
+
+	if (PQfformat(res, col) != 1 || PQfformat(res, col + 3) != 1)
+		return dis__store_fail(s, DIS_EINVAL,
+				       "event rows must be read in binary");
+	id = (int64_t)get_be64(PQgetvalue(res, row, col));
+	pos.tx = get_be64(PQgetvalue(res, row, col + 1));
+	pos.id = id;
+	type = PQgetvalue(res, row, col + 2);
+	payload = (const unsigned char *)PQgetvalue(res, row, col + 3);
+	len = (size_t)PQgetlength(res, row, col + 3);
+
+	if (len > s->max_payload)
+		return dis__store_fail(s, DIS_ESERDE,
+				       "event %" PRId64 " (%s): payload of %zu "
+				       "bytes exceeds the limit of %zu",
+				       id, type, len, s->max_payload);
+	if (len < FRAME_LEN || payload[0] != FRAME_MAGIC)
+		return dis__store_fail(s, DIS_ESERDE,
+				       "event %" PRId64 " (%s): payload is not "
+				       "a framed Avro record",
+				       id, type);
+	rc = writer_schema(s, (int32_t)get_be32(payload + 1), &writer);
+	if (rc) {
+		if (rc == DIS_ESERDE) {
+			char keep[DIS_ERRMSG_LEN];
+
+			memcpy(keep, s->errmsg, sizeof(keep));
+			return dis__store_fail(s, rc, "event %" PRId64 " (%s): %s",
+					       id, type, keep);
+		}
+		return rc;
+	}
+	rc = dis__event_decode(s->schema, writer, type, payload + FRAME_LEN,
+			       len - FRAME_LEN, &ev, err, sizeof(err));
+	if (rc)
+		return dis__store_fail(s, rc == DIS_ENOMEM ? rc : DIS_ESERDE,
+				       "event %" PRId64 " (%s): %s", id, type,
+				       err);
+	dis__event_set_stored(ev, id, pos);
+	*out = ev;
+	return 0;
+}
+
+/* Calls fn for every event row of `res` (columns from `col`). */
+static int deliver_rows(dis_store *s, const PGresult *res, int col,
+			dis_event_fn fn, void *arg)
+{
+	for (int r = 0; r < PQntuples(res); r++) {
+		dis_event *ev;
+		int rc;
+
+		if (PQgetisnull(res, r, col))
+			continue;
+		rc = dis__store_event_from_row(s, res, r, col, &ev);
+		if (rc)
+			return rc;
+		rc = fn ? fn(arg, ev) : 0;
+		dis_event_free(ev);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int version_new(const char *text, dis_version **out)
+{
+	dis_version *v = malloc(sizeof(*v));
+
+	if (!v)
+		return DIS_ENOMEM;
+	v->text = dis__strdup(text);
+	if (!v->text) {
+		free(v);
+		return DIS_ENOMEM;
+	}
+	*out = v;
+	return 0;
+}
+
+/* The events of `query` that snapshot parameter $n did not see. */
+static void sql_unseen(dis__sql *sql, const char *snapshot)
+{
+	int n;
+
+	dis__sql_puts(sql, " AND tx >= pg_snapshot_xmin(");
+	dis__sql_param(sql, snapshot);
+	n = sql->nparams;
+	dis__sql_printf(sql, "::pg_snapshot) AND NOT pg_visible_in_snapshot("
+			     "tx, $%d::pg_snapshot)",
+			n);
+}
+
+static int load(dis_store *s, const dis_query *query, const dis_version *since,
+		dis_event_fn fn, void *arg, dis_version **version)
+{
+	dis__sql sql;
+	PGresult *res;
+	int rc;
+
+	if (!s || !query)
+		return DIS_EINVAL;
+	if ((rc = dis_query_check(query)))
+		return dis__store_fail(s, rc, "query: %s",
+				       dis_query_errmsg(query));
+	dis__sql_init(&sql);
+	dis__sql_puts(&sql, "SELECT pg_current_snapshot()::text, e.* FROM "
+			    "(SELECT 1) AS one LEFT JOIN LATERAL (SELECT "
+			    DIS__EVENT_COLUMNS " FROM event WHERE ");
+	rc = dis__query_sql(query, &sql);
+	if (since)
+		sql_unseen(&sql, since->text);
+	dis__sql_puts(&sql, ") AS e ON true ORDER BY e.tx, e.event_id");
+	if (rc || sql.oom || sql.text.oom) {
+		dis__sql_free(&sql);
+		return dis__store_fail(s, rc ? rc : DIS_ENOMEM,
+				       "building the load statement");
+	}
+	rc = run(s, "loading events", dis__buf_cstr(&sql.text), sql.nparams,
+		 (const char *const *)sql.params, NULL, NULL, 1,
+		 PGRES_TUPLES_OK, &res);
+	dis__sql_free(&sql);
+	if (rc)
+		return rc;
+	rc = deliver_rows(s, res, 1, fn, arg);
+	if (!rc && version && PQntuples(res) > 0) {
+		char *text = PQgetvalue(res, 0, 0);
+
+		if (version_new(text, version))
+			rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
+	}
+	PQclear(res);
+	return rc;
+}
+
+int dis_store_load(dis_store *s, const dis_query *query, dis_event_fn fn,
+		   void *arg, dis_version **version)
+{
+	return load(s, query, NULL, fn, arg, version);
+}
+
+int dis_store_load_since(dis_store *s, const dis_query *query,
+			 const dis_version *since, dis_event_fn fn, void *arg,
+			 dis_version **version)
+{
+	if (!since)
+		return load(s, query, NULL, fn, arg, version);
+	return load(s, query, since, fn, arg, version);
+}
+
+int dis__read_sql(const dis_query *query, dis_position from, size_t limit,
+		  dis__sql *sql)
+{
+	int rc;
+
+	dis__sql_puts(sql, "SELECT b.barrier, e.* FROM (SELECT "
+			   "pg_snapshot_xmin(pg_current_snapshot()) AS barrier)"
+			   " AS b LEFT JOIN LATERAL (SELECT " DIS__EVENT_COLUMNS
+			   " FROM event WHERE (tx, event_id) > (");
+	dis__sql_param_u64(sql, from.tx);
+	dis__sql_puts(sql, "::xid8, ");
+	dis__sql_param_i64(sql, from.id);
+	dis__sql_puts(sql, ") AND tx < b.barrier AND ");
+	rc = dis__query_sql(query, sql);
+	dis__sql_puts(sql, " ORDER BY tx, event_id LIMIT ");
+	dis__sql_param_i64(sql, (int64_t)limit);
+	dis__sql_puts(sql, ") AS e ON true ORDER BY e.tx, e.event_id");
+	if (rc)
+		return rc;
+	return sql->oom || sql->text.oom ? DIS_ENOMEM : 0;
+}
+
+int dis__read_result(const PGresult *res, size_t limit, dis_position from,
+		     int *nrows, dis_position *next)
+{
+	int rows = 0;
+	dis_position last = from;
+	uint64_t barrier = 0;
+
+	if (PQntuples(res) < 1 || PQnfields(res) < 5 || PQfformat(res, 0) != 1)
+		return DIS_EINVAL;
+	barrier = get_be64(PQgetvalue(res, 0, 0));
+	for (int r = 0; r < PQntuples(res); r++) {
+		if (PQgetisnull(res, r, 1))
+			continue;
+		rows++;
+		last.id = (int64_t)get_be64(PQgetvalue(res, r, 1));
+		last.tx = get_be64(PQgetvalue(res, r, 2));
+	}
+	*nrows = rows;
+	if ((size_t)rows < limit) {
+		/* Everything below the barrier has been seen. */
+		dis_position b = {barrier, 0};
+
+		if (dis_position_cmp(b, last) > 0)
+			last = b;
+	}
+	*next = last;
+	return 0;
+}
+
+int dis_store_read(dis_store *s, const dis_query *query, dis_position from,
+		   size_t limit, dis_event_fn fn, void *arg, dis_position *next)
+{
+	dis__sql sql;
+	PGresult *res;
+	int rows, rc;
+
+	if (!s || !query || !next || limit == 0)
+		return DIS_EINVAL;
+	if ((rc = dis_query_check(query)))
+		return dis__store_fail(s, rc, "query: %s",
+				       dis_query_errmsg(query));
+	dis__sql_init(&sql);
+	rc = dis__read_sql(query, from, limit, &sql);
+	if (rc) {
+		dis__sql_free(&sql);
+		return dis__store_fail(s, rc, "building the read statement");
+	}
+	rc = run(s, "reading events", dis__buf_cstr(&sql.text), sql.nparams,
+		 (const char *const *)sql.params, NULL, NULL, 1,
+		 PGRES_TUPLES_OK, &res);
+	dis__sql_free(&sql);
+	if (rc)
+		return rc;
+	rc = deliver_rows(s, res, 1, fn, arg);
+	if (!rc && dis__read_result(res, limit, from, &rows, next))
+		rc = dis__store_fail(s, DIS_EPG, "unexpected read result");
+	PQclear(res);
+	return rc;
+}
+
+int dis_store_head(dis_store *s, dis_position *out)
+{
+	PGresult *res;
+	int rc;
+
+	if (!s || !out)
+		return DIS_EINVAL;
+	rc = run(s, "reading the head position",
+		 "SELECT tx, event_id FROM event ORDER BY tx DESC, "
+		 "event_id DESC LIMIT 1",
+		 0, NULL, NULL, NULL, 1, PGRES_TUPLES_OK, &res);
+	if (rc)
+		return rc;
+	*out = DIS_POSITION_START;
+	if (PQntuples(res) == 1) {
+		out->tx = get_be64(PQgetvalue(res, 0, 0));
+		out->id = (int64_t)get_be64(PQgetvalue(res, 0, 1));
+	}
+	PQclear(res);
+	return 0;
+}
+
+int dis_store_position_of(dis_store *s, int64_t event_id, dis_position *out)
+{
+	char id[32];
+	const char *vals[1] = {id};
+	PGresult *res;
+	int rc;
+
+	if (!s || !out)
+		return DIS_EINVAL;
+	snprintf(id, sizeof(id), "%" PRId64, event_id);
+	rc = run(s, "reading an event's position",
+		 "SELECT tx FROM event WHERE event_id = $1::int8", 1, vals,
+		 NULL, NULL, 1, PGRES_TUPLES_OK, &res);
+	if (rc)
+		return rc;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		return dis__store_fail(s, DIS_ENOTFOUND,
+				       "no event with id %" PRId64, event_id);
+	}
+	out->tx = get_be64(PQgetvalue(res, 0, 0));
+	out->id = event_id;
+	PQclear(res);
+	return 0;
+}
+
+/* ---- appending ---- */
+
+typedef struct lock_key {
+	int64_t key;
+	bool exclusive;
+} lock_key;
+
+static int cmp_lock(const void *a, const void *b)
+{
+	const lock_key *x = a, *y = b;
+
+	if (x->key != y->key)
+		return x->key < y->key ? -1 : 1;
+	/* Exclusive first, so the dedup below keeps it. */
+	return (int)y->exclusive - (int)x->exclusive;
+}
+
+static int push_keys(lock_key **all, size_t *n, size_t *cap, int64_t *keys,
+		     size_t nkeys, bool exclusive)
+{
+	if (*n + nkeys > *cap) {
+		size_t c = (*n + nkeys) * 2;
+		lock_key *p = realloc(*all, c * sizeof(*p));
+
+		if (!p) {
+			free(keys);
+			return DIS_ENOMEM;
+		}
+		*all = p;
+		*cap = c;
+	}
+	for (size_t i = 0; i < nkeys; i++)
+		(*all)[(*n)++] = (lock_key){keys[i], exclusive};
+	free(keys);
+	return 0;
+}
+
+/* Sorted, deduplicated keys as the two binary arrays dis_lock_keys takes. */
+static int lock_arrays(dis_store *s, dis_event *const *events, size_t n,
+		       const dis_query *validation, dis__buf *keys,
+		       dis__buf *excl)
+{
+	lock_key *all = NULL;
+	size_t nall = 0, cap = 0, uniq = 0;
+	int64_t *k;
+	size_t nk;
+	int rc = 0;
+
+	if (validation) {
+		rc = dis__query_lock_keys(validation, &k, &nk);
+		if (!rc)
+			rc = push_keys(&all, &nall, &cap, k, nk, true);
+	}
+	for (size_t i = 0; i < n && !rc; i++) {
+		rc = dis__event_lock_keys(events[i], &k, &nk);
+		if (!rc)
+			rc = push_keys(&all, &nall, &cap, k, nk, false);
+	}
+	if (rc) {
+		free(all);
+		return dis__store_fail(s, rc, "computing lock keys");
+	}
+	qsort(all, nall, sizeof(*all), cmp_lock);
+	for (size_t i = 0; i < nall; i++)
+		if (uniq == 0 || all[uniq - 1].key != all[i].key)
+			all[uniq++] = all[i];
+	array_begin(keys, OID_INT8, uniq, false);
+	array_begin(excl, OID_BOOL, uniq, false);
+	for (size_t i = 0; i < uniq; i++) {
+		unsigned char b = all[i].exclusive;
+
+		put_be32(keys, 8);
+		put_be64(keys, (uint64_t)all[i].key);
+		array_elem(excl, &b, 1);
+	}
+	free(all);
+	return keys->oom || excl->oom ? DIS_ENOMEM : 0;
+}
+
+/* The comma-separated distinct types of the batch, or "" when too long. */
+static char *notify_payload(dis_event *const *events, size_t n)
+{
+	dis__buf b;
+
+	dis__buf_init(&b);
+	for (size_t i = 0; i < n; i++) {
+		const char *type = dis_event_type(events[i]);
+		bool seen = false;
+
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = !strcmp(type, dis_event_type(events[j]));
+		if (seen)
+			continue;
+		if (b.len)
+			dis__buf_puts(&b, ",");
+		dis__buf_puts(&b, type);
+		if (b.len > NOTIFY_MAX) {
+			b.len = 0;
+			break;
+		}
+	}
+	return dis__buf_take(&b);
+}
+
+/*
+ * The binary arrays of the insert: types, framed payloads, then one array
+ * per domain id (text, or int8 for long ids; NULL where the event's type
+ * does not declare the id or the value is null).
+ */
+static int insert_arrays(dis_store *s, dis_event *const *events, size_t n,
+			 int32_t sid, dis__buf *arrays)
+{
+	size_t nids = dis_schema_id_count(s->schema);
+	dis__buf payload;
+	char err[DIS_ERRMSG_LEN];
+	int rc = 0;
+
+	array_begin(&arrays[0], OID_TEXT, n, false);
+	array_begin(&arrays[1], OID_BYTEA, n, false);
+	for (size_t j = 0; j < nids; j++)
+		array_begin(&arrays[2 + j],
+			    dis_schema_id_type(s->schema, j) == DIS_ID_LONG
+				    ? OID_INT8
+				    : OID_TEXT,
+			    n, true);
+	dis__buf_init(&payload);
+	for (size_t i = 0; i < n && !rc; i++) {
+		const dis_event *ev = events[i];
+		const char *type = dis_event_type(ev);
+		unsigned char frame[FRAME_LEN] = {FRAME_MAGIC, sid >> 24,
+						  sid >> 16, sid >> 8, sid};
+
+		if (dis_event_schema(ev) != s->schema) {
+			rc = dis__store_fail(s, DIS_EINVAL,
+					     "event %zu (%s) belongs to another "
+					     "schema than the store's",
+					     i, type);
+			break;
+		}
+		array_elem(&arrays[0], type, strlen(type));
+		dis__buf_reset(&payload);
+		dis__buf_append(&payload, frame, sizeof(frame));
+		rc = dis__event_encode(ev, &payload, err, sizeof(err));
+		if (rc) {
+			rc = dis__store_fail(s, DIS_ESERDE,
+					     "event %zu (%s): %s", i, type,
+					     err);
+			break;
+		}
+		if (payload.len > s->max_payload) {
+			rc = dis__store_fail(s, DIS_ESERDE,
+					     "event %zu (%s): payload of %zu "
+					     "bytes exceeds the limit of %zu",
+					     i, type, payload.len,
+					     s->max_payload);
+			break;
+		}
+		array_elem(&arrays[1], payload.data, payload.len);
+		for (size_t j = 0; j < nids; j++) {
+			dis__idval v;
+			dis__buf *a = &arrays[2 + j];
+
+			if (!dis_schema_type_has_id(s->schema, type,
+						    dis_schema_id_name(s->schema,
+								       j)) ||
+			    dis__event_idval(ev, (int)j, &v) || !v.present) {
+				array_null(a);
+			} else if (v.type == DIS_ID_LONG) {
+				put_be32(a, 8);
+				put_be64(a, (uint64_t)v.num);
+			} else {
+				array_elem(a, v.str, strlen(v.str));
+			}
+		}
+	}
+	if (!rc && payload.oom)
+		rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
+	dis__buf_free(&payload);
+	for (size_t j = 0; j < nids + 2 && !rc; j++)
+		if (arrays[j].oom)
+			rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
+	return rc;
+}
+
+/* INSERT ... SELECT FROM unnest(arrays) [WHERE NOT EXISTS (check)]. */
+static int insert_sql(dis_store *s, const dis_query *validation,
+		      const dis_version *version, dis__sql *sql)
+{
+	size_t nids = dis_schema_id_count(s->schema);
+	int rc = 0;
+
+	/* Placeholders $1..$k are the binary arrays, bound by the caller. */
+	for (size_t j = 0; j < nids + 2; j++)
+		dis__sql_bind(sql, "");
+	dis__sql_puts(sql, "INSERT INTO event (event_type, payload");
+	for (size_t j = 0; j < nids; j++)
+		dis__sql_printf(sql, ", \"%s\"", dis_schema_id_name(s->schema, j));
+	dis__sql_puts(sql, ") SELECT u.t, u.p");
+	for (size_t j = 0; j < nids; j++)
+		dis__sql_printf(sql, ", u.c%zu%s", j,
+				dis_schema_id_type(s->schema, j) == DIS_ID_UUID
+					? "::uuid"
+					: "");
+	dis__sql_puts(sql, " FROM unnest($1::text[], $2::bytea[]");
+	for (size_t j = 0; j < nids; j++)
+		dis__sql_printf(sql, ", $%zu::%s[]", j + 3,
+				dis_schema_id_type(s->schema, j) == DIS_ID_LONG
+					? "int8"
+					: "text");
+	dis__sql_puts(sql, ") WITH ORDINALITY AS u(t, p");
+	for (size_t j = 0; j < nids; j++)
+		dis__sql_printf(sql, ", c%zu", j);
+	dis__sql_puts(sql, ", o)");
+	if (validation) {
+		dis__sql_puts(sql, " WHERE NOT EXISTS (SELECT 1 FROM event "
+				   "WHERE ");
+		rc = dis__query_sql(validation, sql);
+		if (version)
+			sql_unseen(sql, version->text);
+		dis__sql_puts(sql, ")");
+	}
+	dis__sql_puts(sql, " ORDER BY u.o RETURNING event_id, tx");
+	if (!rc && (sql->oom || sql->text.oom))
+		rc = DIS_ENOMEM;
+	return rc;
+}
+
+/* Runs the three statements of an append as one pipeline. */
+static int append_pipeline(dis_store *s, const char *lock_sql, int nlock,
+			   const char *const *lock_vals, const int *lock_lens,
+			   const dis__sql *ins, const int *ins_lens,
+			   const int *ins_fmts, const char *notify,
+			   PGresult **inserted)
+{
+	static const int bin2[2] = {1, 1};
+	const char *nvals[1] = {notify};
+	PGresult *res, *first_err = NULL;
+	int was = blocking_begin(s);
+	int rc = 0, sent = 0;
+
+	*inserted = NULL;
+	if (!PQenterPipelineMode(s->conn)) {
+		blocking_end(s, was);
+		return dis__store_pg_fail(s, NULL, "entering pipeline mode");
+	}
+	if (nlock &&
+	    PQsendQueryParams(s->conn, lock_sql, 2, NULL, lock_vals, lock_lens,
+			      bin2, 0))
+		sent++;
+	if (PQsendQueryParams(s->conn, dis__buf_cstr((dis__buf *)&ins->text),
+			      ins->nparams, NULL,
+			      (const char *const *)ins->params, ins_lens,
+			      ins_fmts, 1))
+		sent++;
+	if (PQsendQueryParams(s->conn,
+			      "SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1) "
+			      "WHERE pg_current_xact_id_if_assigned() IS NOT "
+			      "NULL",
+			      1, NULL, nvals, NULL, NULL, 0))
+		sent++;
+	if (!PQpipelineSync(s->conn) || sent != (nlock ? 3 : 2)) {
+		rc = dis__store_pg_fail(s, NULL, "sending the append");
+		/* The connection is unusable; the caller sees DIS_ECONN/EPG. */
+		PQexitPipelineMode(s->conn);
+		blocking_end(s, was);
+		return rc;
+	}
+	for (int stmt = 0; stmt < sent; stmt++) {
+		while ((res = PQgetResult(s->conn))) {
+			ExecStatusType st = PQresultStatus(res);
+
+			if (st == PGRES_FATAL_ERROR && !first_err) {
+				first_err = res;
+				continue;
+			}
+			if (stmt == (nlock ? 1 : 0) && st == PGRES_TUPLES_OK &&
+			    !*inserted) {
+				*inserted = res;
+				continue;
+			}
+			PQclear(res);
+		}
+		if (PQstatus(s->conn) == CONNECTION_BAD)
+			break;
+	}
+	/* The sync point. */
+	while (PQstatus(s->conn) != CONNECTION_BAD &&
+	       (res = PQgetResult(s->conn))) {
+		ExecStatusType st = PQresultStatus(res);
+
+		PQclear(res);
+		if (st == PGRES_PIPELINE_SYNC)
+			break;
+	}
+	PQexitPipelineMode(s->conn);
+	blocking_end(s, was);
+	if (first_err || PQstatus(s->conn) == CONNECTION_BAD ||
+	    !*inserted) {
+		rc = dis__store_pg_fail(s, first_err, "appending events");
+		PQclear(first_err);
+		PQclear(*inserted);
+		*inserted = NULL;
+		return rc;
+	}
+	return 0;
+}
+
+int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
+		     const dis_query *validation, const dis_version *version,
+		     int64_t *ids_out)
+{
+	size_t nids, narr;
+	dis__buf *arrays = NULL, keys, excl;
+	dis__sql sql;
+	int *lens = NULL, *fmts = NULL;
+	char *notify = NULL;
+	PGresult *res = NULL;
+	int32_t sid;
+	int rc;
+
+	if (!s)
+		return DIS_EINVAL;
+	if (!events || n == 0)
+		return dis__store_fail(s, DIS_EINVAL,
+				       "an append needs at least one event");
+	if (n > INT32_MAX)
+		return dis__store_fail(s, DIS_EINVAL, "too many events");
+	for (size_t i = 0; i < n; i++)
+		if (!events[i])
+			return dis__store_fail(s, DIS_EINVAL,
+					       "event %zu is NULL", i);
+	if (validation && (rc = dis_query_check(validation)))
+		return dis__store_fail(s, rc, "validation query: %s",
+				       dis_query_errmsg(validation));
+	if (PQtransactionStatus(s->conn) == PQTRANS_INERROR)
+		return dis__store_fail(s, DIS_ESTATE,
+				       "the connection's transaction is "
+				       "aborted; roll it back first");
+	if ((rc = schema_id(s, &sid)))
+		return rc;
+
+	nids = dis_schema_id_count(s->schema);
+	narr = nids + 2;
+	dis__buf_init(&keys);
+	dis__buf_init(&excl);
+	dis__sql_init(&sql);
+	arrays = calloc(narr, sizeof(*arrays));
+	if (!arrays) {
+		rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = insert_arrays(s, events, n, sid, arrays)))
+		goto out;
+	if ((rc = lock_arrays(s, events, n, validation, &keys, &excl))) {
+		if (rc == DIS_ENOMEM)
+			dis__store_fail(s, rc, "out of memory");
+		goto out;
+	}
+	if ((rc = insert_sql(s, validation, version, &sql))) {
+		dis__store_fail(s, rc, "building the append statement");
+		goto out;
+	}
+	lens = calloc((size_t)sql.nparams, sizeof(*lens));
+	fmts = calloc((size_t)sql.nparams, sizeof(*fmts));
+	notify = notify_payload(events, n);
+	if (!lens || !fmts || !notify) {
+		rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t j = 0; j < narr; j++) {
+		free(sql.params[j]);
+		sql.params[j] = (char *)arrays[j].data;
+		lens[j] = (int)arrays[j].len;
+		fmts[j] = 1;
+	}
+	{
+		const char *lock_vals[2] = {(const char *)keys.data,
+					    (const char *)excl.data};
+		int lock_lens[2] = {(int)keys.len, (int)excl.len};
+
+		rc = append_pipeline(s, "SELECT dis_lock_keys($1::int8[], "
+					"$2::bool[])",
+				     2, lock_vals, lock_lens, &sql, lens, fmts,
+				     notify, &res);
+	}
+	/* The array buffers are freed below, not by dis__sql_free. */
+	for (size_t j = 0; j < narr; j++)
+		sql.params[j] = NULL;
+	if (rc)
+		goto out;
+	if ((size_t)PQntuples(res) != n) {
+		rc = validation && PQntuples(res) == 0
+			     ? dis__store_fail(s, DIS_ECONFLICT,
+					       "an event matching the "
+					       "validation query was appended "
+					       "since the state was loaded")
+			     : dis__store_fail(s, DIS_EPG,
+					       "append returned %d ids for %zu "
+					       "events",
+					       PQntuples(res), n);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		dis_position pos;
+
+		pos.id = (int64_t)get_be64(PQgetvalue(res, (int)i, 0));
+		pos.tx = get_be64(PQgetvalue(res, (int)i, 1));
+		dis__event_set_stored(events[i], pos.id, pos);
+		if (ids_out)
+			ids_out[i] = pos.id;
+	}
+out:
+	PQclear(res);
+	free(notify);
+	free(lens);
+	free(fmts);
+	dis__sql_free(&sql);
+	if (arrays)
+		for (size_t j = 0; j < narr; j++)
+			dis__buf_free(&arrays[j]);
+	free(arrays);
+	dis__buf_free(&keys);
+	dis__buf_free(&excl);
+	return rc;
+}
+
+/* ---- versions ---- */
+
+void dis_version_free(dis_version *v)
+{
+	if (!v)
+		return;
+	free(v->text);
+	free(v);
+}
+
+int dis_version_copy(const dis_version *v, dis_version **out)
+{
+	if (!v || !out)
+		return DIS_EINVAL;
+	return version_new(v->text, out);
+}
+
+const char *dis_version_text(const dis_version *v)
+{
+	return v ? v->text : NULL;
+}
+
+/* "xmin:xmax:xip,xip,..." with decimal numbers. */
+int dis_version_parse(const char *text, dis_version **out)
+{
+	int colons = 0;
+
+	if (!text || !out || !*text)
+		return DIS_EINVAL;
+	for (const char *p = text; *p; p++) {
+		if (*p == ':') {
+			if (++colons > 2 || p == text || p[-1] == ':')
+				return DIS_EINVAL;
+		} else if (*p == ',') {
+			if (colons != 2 || p[-1] == ':' || p[-1] == ',' ||
+			    !p[1])
+				return DIS_EINVAL;
+		} else if (*p < '0' || *p > '9') {
+			return DIS_EINVAL;
+		}
+	}
+	if (colons != 2)
+		return DIS_EINVAL;
+	return version_new(text, out);
+}
