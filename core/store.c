@@ -241,6 +241,18 @@ static int store_new(PGconn *conn, bool owned, const dis_schema *schema,
 	return 0;
 }
 
+/* Server notices go to the log callback, never to stderr. */
+static void on_notice(void *arg, const char *message)
+{
+	dis_store *s = arg;
+	char msg[DIS_ERRMSG_LEN];
+
+	if (!s->log)
+		return;
+	chomp_copy(msg, sizeof(msg), message);
+	s->log(s->log_arg, DIS_LOG_INFO, msg);
+}
+
 int dis_store_open(const char *conninfo, const dis_schema *schema,
 		   dis_store **out, char *errbuf, size_t errlen)
 {
@@ -266,6 +278,8 @@ int dis_store_open(const char *conninfo, const dis_schema *schema,
 		return DIS_ECONN;
 	}
 	rc = store_new(conn, true, schema, out);
+	if (!rc)
+		PQsetNoticeProcessor(conn, on_notice, *out);
 	if (rc) {
 		dis__errf(errbuf, errlen, "out of memory");
 		PQfinish(conn);
@@ -580,6 +594,9 @@ int dis_store_migrate(dis_store *s)
 		return rc;
 	rc = exec_sql(s, "locking the migration",
 		      "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")");
+	if (!rc)
+		rc = exec_sql(s, "migrating",
+			      "SET LOCAL client_min_messages = warning");
 	for (size_t i = 0; !rc && i < sizeof(MIGRATION) / sizeof(*MIGRATION);
 	     i++)
 		rc = exec_sql(s, "migrating", MIGRATION[i]);
@@ -608,7 +625,7 @@ int dis_store_migrate(dis_store *s)
 int dis__store_event_from_row(dis_store *s, const PGresult *res, int row,
 			      int col, dis_event **out)
 {
-	const dis_schema *writer;
+	const dis_schema *writer = NULL;
 	const unsigned char *payload;
 	dis_event *ev;
 	dis_position pos;
@@ -1115,7 +1132,12 @@ static int insert_sql(dis_store *s, const dis_query *validation,
 		rc = dis__query_sql(validation, sql);
 		if (version)
 			sql_unseen(sql, version->text);
-		dis__sql_puts(sql, ")");
+		/*
+		 * A transaction's own earlier events were seen by a load made
+		 * inside it, though its snapshot does not count its own xid.
+		 */
+		dis__sql_puts(sql, " AND tx IS DISTINCT FROM "
+				   "pg_current_xact_id_if_assigned())");
 	}
 	dis__sql_puts(sql, " ORDER BY u.o RETURNING event_id, tx");
 	if (!rc && (sql->oom || sql->text.oom))
