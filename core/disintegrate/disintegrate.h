@@ -7,5 +7,8 @@
 #include <disintegrate/event.h>
 #include <disintegrate/query.h>
 #include <disintegrate/store.h>
+#include <disintegrate/listener.h>
+#include <disintegrate/decision.h>
+#include <disintegrate/harness.h>
 
 #endif

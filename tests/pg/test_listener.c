@@ -1,0 +1,1034 @@
+/*
+ * The listener runtime on a real PostgreSQL: ports of disintegrate-postgres's
+ * listener tests (with the notifier test made real), exactly-once delivery
+ * with two runtimes and two processes, poison events both ways, retries,
+ * two runtimes in two threads, a transaction holding the barrier, stop and
+ * free from inside a handler, reset, and the runner.
+ */
+#include "test_listener_util.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct fixture {
+	char *conninfo;
+	dis_schema *schema;
+	dis_store *store;   /* for appends */
+	PGconn *conn;       /* for checks */
+	struct event_base *base;
+	dis_runtime *rt;
+} fixture;
+
+static int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof(*f));
+	char err[256];
+
+	f->conninfo = dt_fresh_db();
+	f->schema = dt_schema(TL_SCHEMA);
+	f->store = dt_store(f->conninfo, f->schema);
+	f->conn = dt_connect(f->conninfo);
+	dt_exec(f->conn, TL_READ_MODEL);
+	f->base = event_base_new();
+	assert_non_null(f->base);
+	if (dis_runtime_new(f->base, f->conninfo, f->schema, &f->rt, err,
+			    sizeof(err)))
+		fail_msg("runtime: %s", err);
+	dis_runtime_set_log(f->rt, tl_log, NULL, DIS_LOG_DEBUG);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+
+	dis_runtime_free(f->rt);
+	event_base_free(f->base);
+	PQfinish(f->conn);
+	dis_store_free(f->store);
+	dis_schema_free(f->schema);
+	free(f->conninfo);
+	free(f);
+	return 0;
+}
+
+static dis_listener_config poller(uint32_t poll_ms, bool notifier)
+{
+	dis_listener_config c;
+
+	dis_listener_config_init(&c);
+	c.poll_interval_ms = poll_ms;
+	c.notifier = notifier;
+	return c;
+}
+
+typedef struct wait_n {
+	tl_counter *c;
+	int n;
+} wait_n;
+
+static bool handled_n(void *arg)
+{
+	wait_n *w = arg;
+
+	return w->c->handled >= w->n;
+}
+
+static dis_listener_stats stats_of(dis_runtime *rt, const char *id)
+{
+	dis_listener_stats *st, out;
+	size_t n;
+
+	memset(&out, 0, sizeof(out));
+	assert_int_equal(dis_runtime_stats(rt, &st, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(st[i].id, id)) {
+			out = st[i];
+			out.id = NULL;
+			out.last_error = NULL;
+		}
+	dis_free(st);
+	return out;
+}
+
+/* ---- ports of disintegrate-postgres's tests ---- */
+
+/* it_handles_events / it_runs_event_listeners: the poller delivers. */
+static void test_runs_event_listener(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	wait_n w = {&c, 1};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(10, false);
+	PGresult *r;
+
+	tl_append(f->store, tl_added(f->schema, "cart_1", "product_1", 1));
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q); /* the runtime keeps a copy */
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	tl_stop_runtime(f->base, f->rt);
+
+	r = PQexec(f->conn, "SELECT cart_id, product_id, quantity FROM carts");
+	assert_int_equal(PQntuples(r), 1);
+	assert_string_equal(PQgetvalue(r, 0, 0), "cart_1");
+	assert_string_equal(PQgetvalue(r, 0, 1), "product_1");
+	assert_string_equal(PQgetvalue(r, 0, 2), "1");
+	PQclear(r);
+	assert_int_equal(c.handled, 1);
+	/* The checkpoint is committed with the read model. */
+	assert_true(tl_db_checkpoint(f->conn, "carts").tx > 0);
+}
+
+static bool caught_up(void *arg)
+{
+	fixture *f = arg;
+	dis_listener_stats s = stats_of(f->rt, "carts");
+
+	return s.batches >= 1;
+}
+
+/*
+ * it_runs_event_listener_with_db_listener, made real: with a 60 s poll,
+ * events appended after start reach the handler through NOTIFY.
+ */
+static void test_notifier_delivers(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	wait_n w = {&c, 0};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(60000, true);
+	dis_listener_stats s;
+	double t0, worst = 0;
+
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, caught_up, f, 10000));
+	/* The LISTEN connection is up before we append. */
+	for (int i = 0; i < 400 && !dis_runtime_notifier_connected(f->rt); i++)
+		tl_run_for(f->base, 5);
+	assert_true(dis_runtime_notifier_connected(f->rt));
+	for (int i = 1; i <= 5; i++) {
+		tl_append(f->store,
+			  tl_added(f->schema, "cart_1", "product_1", i));
+		t0 = tl_now();
+		w.n = i;
+		assert_true(tl_run_until(f->base, handled_n, &w, 3000));
+		if (tl_now() - t0 > worst)
+			worst = tl_now() - t0;
+	}
+	print_message("notifier: worst commit-to-handler %.1f ms\n",
+		      worst * 1000);
+	assert_true(worst < 2.0);
+	s = stats_of(f->rt, "carts");
+	assert_int_equal(s.events_handled, 5);
+	assert_int_equal(s.state, DIS_LISTENER_RUNNING);
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM carts"), 5);
+}
+
+/* A narrow listener moves its checkpoint past events it does not read,
+ * and is not woken by notifications of other types. */
+static void test_checkpoint_advances_past_other_types(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(60000, true);
+	dis_listener_stats s0, s1;
+	dis_position ck, head;
+
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, caught_up, f, 10000));
+	for (int i = 0; i < 400 && !dis_runtime_notifier_connected(f->rt); i++)
+		tl_run_for(f->base, 5);
+	s0 = stats_of(f->rt, "carts");
+	for (int i = 0; i < 20; i++)
+		tl_append(f->store, tl_other(f->schema, i));
+	tl_run_for(f->base, 300);
+	s1 = stats_of(f->rt, "carts");
+	assert_int_equal(s1.batches, s0.batches); /* not woken */
+	dis_runtime_wake(f->rt);
+	tl_run_for(f->base, 300);
+	assert_int_equal(c.handled, 0);
+	assert_int_equal(dis_store_head(f->store, &head), 0);
+	ck = tl_db_checkpoint(f->conn, "carts");
+	assert_true(dis_position_cmp(ck, head) > 0);
+	tl_stop_runtime(f->base, f->rt);
+}
+
+/* ---- exactly once ---- */
+
+typedef struct total_wait {
+	fixture *f;
+	long long n;
+} total_wait;
+
+static bool handled_rows(void *arg)
+{
+	total_wait *w = arg;
+
+	return tl_count(w->f->conn, "SELECT count(*) FROM handled") >= w->n;
+}
+
+/* Two runtimes (one loop) run the same listener: each event once. */
+static void test_two_runtimes_same_listener(void **state)
+{
+	fixture *f = *state;
+	dis_runtime *rt2;
+	char err[256];
+	tl_counter c1 = {0}, c2 = {0};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(50, true);
+	total_wait w = {f, 600};
+
+	cfg.fetch_size = 7;
+	assert_int_equal(dis_runtime_new(f->base, f->conninfo, f->schema, &rt2,
+					 err, sizeof(err)),
+			 0);
+	dis_runtime_set_log(rt2, tl_log, NULL, DIS_LOG_DEBUG);
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c1, &cfg),
+			 0);
+	assert_int_equal(dis_runtime_add_listener(rt2, "carts", q,
+						  tl_cart_handler, &c2, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_int_equal(dis_runtime_start(rt2), 0);
+	for (int i = 0; i < 30; i++) {
+		tl_append_carts(f->store, f->schema, 20, 1 + i % 5);
+		tl_run_for(f->base, 10);
+	}
+	assert_true(tl_run_until(f->base, handled_rows, &w, 20000));
+	tl_run_for(f->base, 200);
+	tl_stop_runtime(f->base, f->rt);
+	tl_stop_runtime(f->base, rt2);
+	print_message("two runtimes: %d + %d events\n", c1.handled,
+		      c2.handled);
+	assert_int_equal(c1.handled + c2.handled, 600);
+	assert_false(c1.out_of_order || c2.out_of_order);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"),
+			 600);
+	assert_int_equal(tl_count(f->conn, "SELECT count(DISTINCT event_id)"
+					   " FROM handled"),
+			 600);
+	assert_int_equal(tl_count(f->conn, "SELECT sum(quantity) FROM carts"),
+			 tl_count(f->conn, "SELECT sum(quantity) FROM totals"));
+	dis_runtime_free(rt2);
+}
+
+/* A child process: runs listener "carts" until SIGTERM (the runner). */
+static int child_main(const char *conninfo, const dis_schema *schema)
+{
+	dis_runner *r;
+	dis_query *q;
+	dis_filter *flt;
+	dis_listener_config cfg;
+	char err[256];
+	int rc;
+
+	if (dis_runner_new(conninfo, schema, &r, err, sizeof(err)))
+		return 2;
+	dis_runtime_set_log(dis_runner_runtime(r), tl_log, NULL,
+			    DIS_LOG_DEBUG);
+	dis_query_new(schema, &q);
+	dis_query_add_filter(q, &flt);
+	dis_filter_type(flt, "ShoppingCartAdded");
+	dis_filter_type(flt, "ShoppingCartRemoved");
+	dis_listener_config_init(&cfg);
+	cfg.poll_interval_ms = 50;
+	cfg.fetch_size = 13;
+	if (dis_runtime_add_listener(dis_runner_runtime(r), "carts", q,
+				     tl_cart_handler, NULL, &cfg))
+		return 3;
+	dis_query_free(q);
+	rc = dis_runner_run(r);
+	dis_runner_free(r);
+	return rc == 0 ? 0 : 4;
+}
+
+/* Two processes run the same listener: every event handled once. */
+static void test_two_processes(void **state)
+{
+	fixture *f = *state;
+	pid_t pid[2];
+	total_wait w = {f, 1000};
+	PGconn *c = f->conn;
+	int status;
+
+	for (int i = 0; i < 2; i++) {
+		pid[i] = fork();
+		assert_true(pid[i] >= 0);
+		if (pid[i] == 0)
+			_exit(child_main(f->conninfo, f->schema));
+	}
+	for (int i = 0; i < 50; i++) {
+		tl_append_carts(f->store, f->schema, 20, 1 + i % 4);
+		usleep(2000);
+	}
+	for (double end = tl_now() + 30; !handled_rows(&w) && tl_now() < end;)
+		usleep(20000);
+	for (int i = 0; i < 2; i++) {
+		kill(pid[i], SIGTERM);
+		assert_int_equal(waitpid(pid[i], &status, 0), pid[i]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	print_message("two processes: %lld and %lld events by backend\n",
+		      tl_count(c, "SELECT count(*) FROM handled GROUP BY pid "
+				  "ORDER BY 1 LIMIT 1"),
+		      tl_count(c, "SELECT count(*) FROM handled GROUP BY pid "
+				  "ORDER BY 1 DESC LIMIT 1"));
+	assert_int_equal(tl_count(c, "SELECT count(*) FROM handled"), 1000);
+	assert_int_equal(tl_count(c, "SELECT count(DISTINCT event_id) FROM "
+				     "handled"),
+			 1000);
+	/* The checkpoint is at or past the last event. */
+	assert_int_equal(tl_count(c, "SELECT count(*) FROM event e, "
+				     "event_listener l WHERE l.id = 'carts' "
+				     "AND (e.tx, e.event_id) > "
+				     "(l.checkpoint_tx, l.checkpoint_id)"),
+			 0);
+}
+
+/* ---- poison events ---- */
+
+static int64_t insert_garbage(PGconn *c)
+{
+	char *id = dt_scalar(c, "INSERT INTO event (event_type, payload, "
+				"cart_id, product_id) VALUES "
+				"('ShoppingCartAdded', '\\xd1000000ff0102', "
+				"'cart_x', 'p') RETURNING event_id");
+	int64_t n = atoll(id);
+
+	free(id);
+	return n;
+}
+
+typedef struct halt_seen {
+	int calls;
+	int code;
+	char msg[512];
+} halt_seen;
+
+static void on_halt(void *arg, dis_runtime *rt, const char *id, int code,
+		    const char *msg)
+{
+	halt_seen *h = arg;
+
+	(void)rt;
+	(void)id;
+	h->calls++;
+	h->code = code;
+	snprintf(h->msg, sizeof(h->msg), "%s", msg);
+}
+
+static bool halted(void *arg)
+{
+	return ((halt_seen *)arg)->calls > 0;
+}
+
+/* A corrupt payload is dead-lettered and the listener goes on. */
+static void test_corrupt_payload_dead_letter(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	wait_n w = {&c, 2};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	int64_t bad;
+	char sql[256], *err;
+	dis_listener_stats s;
+
+	cfg.on_poison = DIS_POISON_DEAD_LETTER;
+	tl_append(f->store, tl_added(f->schema, "c1", "p", 1));
+	bad = insert_garbage(f->conn);
+	tl_append(f->store, tl_added(f->schema, "c2", "p", 2));
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	tl_run_for(f->base, 100);
+	s = stats_of(f->rt, "carts");
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(c.handled, 2);
+	assert_int_equal(s.dead_letters, 1);
+	snprintf(sql, sizeof(sql),
+		 "SELECT error FROM event_dead_letter WHERE listener_id = "
+		 "'carts' AND event_id = %" PRId64 " AND action = 'skipped'",
+		 bad);
+	err = dt_scalar(f->conn, sql);
+	assert_non_null(err);
+	snprintf(sql, sizeof(sql), "event %" PRId64, bad);
+	print_message("dead letter: %s\n", err);
+	assert_non_null(strstr(err, sql));
+	free(err);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 2);
+}
+
+/* A corrupt payload stops the listener (per config) until a reset. */
+static void test_corrupt_payload_stops(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	wait_n w = {&c, 2};
+	halt_seen h = {0};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	dis_position after_bad;
+	int64_t bad;
+	dis_listener_stats s;
+	char sql[256];
+
+	cfg.on_poison = DIS_POISON_STOP;
+	dis_runtime_set_stopped_cb(f->rt, on_halt, &h);
+	tl_append(f->store, tl_added(f->schema, "c1", "p", 1));
+	bad = insert_garbage(f->conn);
+	tl_append(f->store, tl_added(f->schema, "c2", "p", 2));
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, halted, &h, 10000));
+	tl_run_for(f->base, 200);
+	s = stats_of(f->rt, "carts");
+	assert_int_equal(c.handled, 1); /* stopped in front of it */
+	assert_int_equal(s.state, DIS_LISTENER_STOPPED);
+	assert_int_equal(h.code, DIS_ESERDE);
+	print_message("stopped: %s\n", h.msg);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM event_dead_letter WHERE event_id = %"
+		 PRId64 " AND action = 'stopped'", bad);
+	assert_int_equal(tl_count(f->conn, sql), 1);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM "
+					   "event_listener WHERE state = "
+					   "'stopped' AND last_error LIKE "
+					   "'%event%'"),
+			 1);
+	/* The operator skips it: the running listener resumes. */
+	assert_int_equal(dis_store_position_of(f->store, bad, &after_bad), 0);
+	assert_int_equal(dis_listener_reset(f->store, "carts", after_bad), 0);
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	s = stats_of(f->rt, "carts");
+	assert_int_equal(s.state, DIS_LISTENER_RUNNING);
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 2);
+}
+
+/* ---- handler failures ---- */
+
+static void test_retry_then_success(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	wait_n w = {&c, 6};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	int64_t ids[6];
+	dis_listener_stats s;
+
+	cfg.retry.kind = DIS_RETRY_FIXED;
+	cfg.retry.delay_ms = 20;
+	cfg.retry.max_attempts = 5;
+	for (int i = 0; i < 6; i++)
+		ids[i] = tl_append(f->store, tl_added(f->schema, "c", "p", 1));
+	c.fail_id = ids[3];
+	c.fail_id_times = 2;
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	tl_run_for(f->base, 100);
+	s = stats_of(f->rt, "carts");
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(c.max_attempt_seen, 3);
+	assert_int_equal(s.retries, 2);
+	assert_int_equal(s.errors, 2);
+	/* Events 0..2 were handled in rolled-back batches too, but their
+	 * effects committed once. */
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 6);
+	assert_int_equal(tl_count(f->conn, "SELECT count(DISTINCT event_id) "
+					   "FROM handled"),
+			 6);
+	assert_int_equal(tl_count(f->conn, "SELECT quantity FROM totals"), 6);
+}
+
+static void test_retry_exhausted_dead_letter(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	wait_n w = {&c, 4};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	int64_t ids[5];
+	char sql[256], *v;
+
+	cfg.retry.kind = DIS_RETRY_EXPONENTIAL;
+	cfg.retry.delay_ms = 5;
+	cfg.retry.max_delay_ms = 20;
+	cfg.retry.jitter = 0.5;
+	cfg.retry.max_attempts = 3;
+	cfg.on_poison = DIS_POISON_DEAD_LETTER;
+	for (int i = 0; i < 5; i++)
+		ids[i] = tl_append(f->store, tl_added(f->schema, "c", "p", 1));
+	c.always_fail_id = (int)ids[2];
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	tl_run_for(f->base, 100);
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 4);
+	snprintf(sql, sizeof(sql),
+		 "SELECT attempts || ' ' || error FROM event_dead_letter "
+		 "WHERE event_id = %" PRId64, ids[2]);
+	v = dt_scalar(f->conn, sql);
+	assert_non_null(v);
+	print_message("dead letter: %s\n", v);
+	assert_non_null(strstr(v, "3 always failing on"));
+	free(v);
+}
+
+/* A COMMIT that fails (deferred constraint) is pinned on its event. */
+static void test_commit_failure_isolated(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	int64_t ids[6];
+	char sql[256];
+	total_wait w = {f, 5};
+
+	/* Quantities 10, 11, 12, 10, 14, 15: the fourth clashes at COMMIT. */
+	dt_exec(f->conn, "CREATE TABLE uniq (k BIGINT, CONSTRAINT uk UNIQUE (k)"
+			 " DEFERRABLE INITIALLY DEFERRED);"
+			 "CREATE FUNCTION f_uniq() RETURNS trigger LANGUAGE "
+			 "plpgsql AS $$ BEGIN INSERT INTO uniq VALUES "
+			 "(NEW.quantity); RETURN NEW; END $$;"
+			 "CREATE TRIGGER t_uniq AFTER INSERT ON carts FOR EACH "
+			 "ROW EXECUTE FUNCTION f_uniq()");
+	cfg.retry.kind = DIS_RETRY_FIXED;
+	cfg.retry.delay_ms = 10;
+	cfg.retry.max_attempts = 2;
+	cfg.on_poison = DIS_POISON_DEAD_LETTER;
+	cfg.fetch_size = 100;
+	for (int i = 0; i < 6; i++)
+		ids[i] = tl_append(f->store,
+				   tl_added(f->schema, "c", "p",
+					    i == 3 ? 10 : i + 10));
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_rows, &w, 15000));
+	tl_run_for(f->base, 200);
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 5);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM event_dead_letter WHERE event_id = %"
+		 PRId64 " AND attempts = 2", ids[3]);
+	assert_int_equal(tl_count(f->conn, sql), 1);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM handled WHERE event_id = %" PRId64,
+		 ids[3]);
+	assert_int_equal(tl_count(f->conn, sql), 0);
+}
+
+/* ---- two runtimes, two threads ---- */
+
+typedef struct thread_arg {
+	const char *conninfo;
+	const dis_schema *schema;
+	const char *id;
+	int want;
+	int got;
+	int rc;
+} thread_arg;
+
+static bool thread_done(void *arg)
+{
+	return ((tl_counter *)arg)->handled >= 200;
+}
+
+static void *thread_main(void *p)
+{
+	thread_arg *a = p;
+	struct event_base *base = event_base_new();
+	dis_runtime *rt;
+	dis_query *q;
+	dis_filter *flt;
+	dis_listener_config cfg;
+	tl_counter c = {0};
+	tl_stop st = {0};
+	char err[256];
+
+	a->rc = -1;
+	if (!base || dis_runtime_new(base, a->conninfo, a->schema, &rt, err,
+				     sizeof(err)))
+		return NULL;
+	dis_runtime_set_log(rt, tl_log, NULL, DIS_LOG_DEBUG);
+	dis_query_new(a->schema, &q);
+	dis_query_add_filter(q, &flt);
+	dis_filter_type(flt, "ShoppingCartAdded");
+	dis_listener_config_init(&cfg);
+	cfg.poll_interval_ms = 30;
+	cfg.fetch_size = 17;
+	dis_runtime_add_listener(rt, a->id, q, tl_cart_handler, &c, &cfg);
+	dis_query_free(q);
+	dis_runtime_start(rt);
+	for (double end = tl_now() + 20; !thread_done(&c) && tl_now() < end;)
+		tl_run_for(base, 10);
+	dis_runtime_stop(rt, tl_stopped, &st);
+	for (double end = tl_now() + 20; !st.done && tl_now() < end;)
+		tl_run_for(base, 10);
+	a->got = c.handled;
+	a->rc = st.done && !c.out_of_order ? 0 : 1;
+	dis_runtime_free(rt);
+	event_base_free(base);
+	return NULL;
+}
+
+static void test_two_threads(void **state)
+{
+	fixture *f = *state;
+	pthread_t t[2];
+	thread_arg a[2] = {{f->conninfo, f->schema, "thread-a", 200, 0, 0},
+			   {f->conninfo, f->schema, "thread-b", 200, 0, 0}};
+
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, thread_main, &a[i]),
+				 0);
+	for (int i = 0; i < 20; i++) {
+		tl_append_carts(f->store, f->schema, 10, 3);
+		usleep(5000);
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(a[i].rc, 0);
+		assert_int_equal(a[i].got, 200);
+	}
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled "
+					   "WHERE listener = 'thread-a'"),
+			 200);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled "
+					   "WHERE listener = 'thread-b'"),
+			 200);
+}
+
+/* ---- a transaction holding the barrier ---- */
+
+static bool waiting(void *arg)
+{
+	fixture *f = arg;
+
+	return stats_of(f->rt, "carts").state == DIS_LISTENER_WAITING;
+}
+
+static void test_waiting_on_transaction(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	wait_n w = {&c, 3};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(60000, true);
+	PGconn *blocker = dt_connect(f->conninfo);
+	dis_listener_stats s;
+
+	cfg.wait_warn_ms = 300;
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, caught_up, f, 10000));
+	dt_exec(blocker, "BEGIN; SELECT pg_current_xact_id()");
+	for (int i = 0; i < 3; i++)
+		tl_append(f->store, tl_added(f->schema, "c", "p", 1));
+	assert_true(tl_run_until(f->base, waiting, f, 5000));
+	tl_run_for(f->base, 400);
+	s = stats_of(f->rt, "carts");
+	print_message("waiting on backend %d for %.2f s, %" PRId64
+		      " events behind\n",
+		      s.blocker_pid, s.blocker_seconds, s.events_behind);
+	assert_int_equal(s.state, DIS_LISTENER_WAITING);
+	assert_int_equal(s.blocker_pid, PQbackendPID(blocker));
+	assert_true(s.events_behind >= 3);
+	assert_int_equal(c.handled, 0);
+	/* It ends without a notification: the listener looks again. */
+	dt_exec(blocker, "COMMIT");
+	assert_true(tl_run_until(f->base, handled_n, &w, 3000));
+	tl_run_for(f->base, 100);
+	s = stats_of(f->rt, "carts");
+	assert_int_equal(s.state, DIS_LISTENER_RUNNING);
+	tl_stop_runtime(f->base, f->rt);
+	PQfinish(blocker);
+}
+
+/* ---- stop and free from inside a handler ---- */
+
+typedef struct inside {
+	fixture *f;
+	int calls;
+	bool do_free;
+	tl_stop stop;
+} inside;
+
+static int stopping_handler(void *arg, dis_batch *b, const dis_event *ev)
+{
+	inside *in = arg;
+	int rc = tl_cart_handler(NULL, b, ev);
+
+	if (++in->calls == 3) {
+		if (in->do_free)
+			dis_runtime_free(in->f->rt);
+		else
+			assert_int_equal(dis_runtime_stop(in->f->rt,
+							  tl_stopped,
+							  &in->stop),
+					 0);
+	}
+	return rc;
+}
+
+static bool three_calls(void *arg)
+{
+	return ((inside *)arg)->calls >= 3;
+}
+
+static void test_stop_inside_handler(void **state)
+{
+	fixture *f = *state;
+	inside in = {f, 0, false, {0}};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+
+	tl_append_carts(f->store, f->schema, 10, 10);
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  stopping_handler, &in, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, tl_stop_done, &in.stop, 10000));
+	assert_int_equal(in.stop.status, 0);
+	assert_int_equal(in.calls, 3);
+	/* The batch committed up to the event in hand. */
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 3);
+	assert_int_equal(tl_db_checkpoint(f->conn, "carts").id,
+			 tl_count(f->conn, "SELECT max(event_id) FROM handled"));
+	/* And it starts again. */
+	in.stop.done = false;
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	total_wait w = {f, 10};
+	assert_true(tl_run_until(f->base, handled_rows, &w, 10000));
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(tl_count(f->conn, "SELECT count(DISTINCT event_id) "
+					   "FROM handled"),
+			 10);
+}
+
+static void test_free_inside_handler(void **state)
+{
+	fixture *f = *state;
+	inside in = {f, 0, true, {0}};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+
+	tl_append_carts(f->store, f->schema, 10, 10);
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  stopping_handler, &in, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, three_calls, &in, 10000));
+	f->rt = NULL; /* freed by the handler */
+	tl_run_for(f->base, 100);
+	/* Freed mid-batch: the server rolled it back. */
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 0);
+}
+
+/* Freed with a stop pending: the callback gets DIS_ECANCELED once. */
+static void test_free_with_stop_pending(void **state)
+{
+	fixture *f = *state;
+	tl_stop st = {0};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, NULL, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	tl_run_for(f->base, 5);
+	assert_int_equal(dis_runtime_stop(f->rt, tl_stopped, &st), 0);
+	assert_int_equal(dis_runtime_stop(f->rt, tl_stopped, &st), DIS_ESTATE);
+	dis_runtime_free(f->rt);
+	f->rt = NULL;
+	assert_int_equal(st.calls, 1);
+	assert_int_equal(st.status, DIS_ECANCELED);
+	tl_run_for(f->base, 20);
+	assert_int_equal(st.calls, 1);
+}
+
+/* ---- reset replays ---- */
+
+static void test_reset_replays(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	wait_n w = {&c, 10};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	dis_listener_info *info;
+	size_t n;
+
+	tl_append_carts(f->store, f->schema, 10, 2);
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	tl_run_for(f->base, 50);
+	assert_int_equal(dis_listener_list(f->store, &info, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(info[0].id, "carts");
+	assert_int_equal(info[0].events_behind, 0);
+	assert_true(info[0].checkpoint.tx > 0);
+	dis_free(info);
+	/* Reprojection: truncate the read model, move the checkpoint back. */
+	dt_exec(f->conn, "TRUNCATE carts, totals, handled");
+	assert_int_equal(dis_listener_reset(f->store, "carts",
+					    DIS_POSITION_START),
+			 0);
+	assert_int_equal(dis_listener_reset(f->store, "nope",
+					    DIS_POSITION_START),
+			 DIS_ENOTFOUND);
+	w.n = 20;
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 10);
+	assert_int_equal(tl_count(f->conn, "SELECT sum(quantity) FROM totals"),
+			 tl_count(f->conn, "SELECT sum(quantity) FROM carts"));
+}
+
+/* ---- the runner ---- */
+
+typedef struct runner_arg {
+	dis_runner *r;
+	int rc;
+} runner_arg;
+
+static void *runner_thread(void *p)
+{
+	runner_arg *a = p;
+
+	a->rc = dis_runner_run(a->r);
+	return NULL;
+}
+
+static void test_runner_stop(void **state)
+{
+	fixture *f = *state;
+	dis_runner *r;
+	runner_arg a = {0};
+	pthread_t t;
+	char err[256];
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	total_wait w = {f, 50};
+
+	assert_int_equal(dis_runner_new(f->conninfo, f->schema, &r, err,
+					sizeof(err)),
+			 0);
+	dis_runner_set_signals(r, false);
+	dis_runtime_set_log(dis_runner_runtime(r), tl_log, NULL,
+			    DIS_LOG_DEBUG);
+	assert_int_equal(dis_runtime_add_listener(dis_runner_runtime(r),
+						  "carts", q, tl_cart_handler,
+						  NULL, &cfg),
+			 0);
+	dis_query_free(q);
+	a.r = r;
+	a.rc = -100;
+	assert_int_equal(pthread_create(&t, NULL, runner_thread, &a), 0);
+	tl_append_carts(f->store, f->schema, 50, 5);
+	for (double end = tl_now() + 10; !handled_rows(&w) && tl_now() < end;)
+		usleep(10000);
+	dis_runner_stop(r);
+	pthread_join(t, NULL);
+	assert_int_equal(a.rc, 0);
+	dis_runner_free(r);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 50);
+}
+
+/* SIGTERM: the runner stops gracefully and returns 0. */
+static void test_runner_signal(void **state)
+{
+	fixture *f = *state;
+	pid_t pid = fork();
+	int status;
+	total_wait w = {f, 30};
+
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(child_main(f->conninfo, f->schema));
+	tl_append_carts(f->store, f->schema, 30, 3);
+	for (double end = tl_now() + 10; !handled_rows(&w) && tl_now() < end;)
+		usleep(10000);
+	kill(pid, SIGTERM);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 30);
+}
+
+/* Bad arguments are errors with a message, never crashes. */
+static void test_bad_arguments(void **state)
+{
+	fixture *f = *state;
+	dis_query *q = tl_cart_query(f->schema);
+	dis_schema *other = dt_schema(TL_SCHEMA);
+	dis_query *q2 = tl_cart_query(other);
+	char longid[DIS_LISTENER_ID_MAX + 2];
+
+	memset(longid, 'x', sizeof(longid) - 1);
+	longid[sizeof(longid) - 1] = '\0';
+	assert_int_equal(dis_runtime_add_listener(f->rt, "", q,
+						  tl_cart_handler, NULL, NULL),
+			 DIS_EINVAL);
+	assert_int_equal(dis_runtime_add_listener(f->rt, longid, q,
+						  tl_cart_handler, NULL, NULL),
+			 DIS_EINVAL);
+	assert_int_equal(dis_runtime_add_listener(f->rt, "x", q2,
+						  tl_cart_handler, NULL, NULL),
+			 DIS_EINVAL);
+	print_message("%s\n", dis_runtime_errmsg(f->rt));
+	assert_int_equal(dis_runtime_add_listener(f->rt, "x", q,
+						  tl_cart_handler, NULL, NULL),
+			 0);
+	assert_int_equal(dis_runtime_add_listener(f->rt, "x", q,
+						  tl_cart_handler, NULL, NULL),
+			 DIS_EINVAL);
+	assert_int_equal(dis_runtime_stop(f->rt, NULL, NULL), DIS_ESTATE);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_int_equal(dis_runtime_start(f->rt), DIS_ESTATE);
+	dis_runtime_free(NULL);
+	dis_runner_free(NULL);
+	dis_query_free(q);
+	dis_query_free(q2);
+	dis_schema_free(other);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_runs_event_listener, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_notifier_delivers, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(
+			test_checkpoint_advances_past_other_types, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(test_two_runtimes_same_listener,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_processes, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(
+			test_corrupt_payload_dead_letter, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_corrupt_payload_stops,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_retry_then_success, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(
+			test_retry_exhausted_dead_letter, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_commit_failure_isolated,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_threads, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_waiting_on_transaction,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stop_inside_handler, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_free_inside_handler, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_free_with_stop_pending,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reset_replays, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_runner_stop, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_runner_signal, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_bad_arguments, setup,
+						teardown),
+	};
+
+	dt_require_pg();
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,318 @@
+/*
+ * Shared by the listener tests (pg, fault) and benchmarks: the cart schema,
+ * appending events, a read model and its handler, and running an event
+ * loop until a condition holds.
+ */
+#ifndef DIS_TEST_LISTENER_UTIL_H
+#define DIS_TEST_LISTENER_UTIL_H
+
+#include "testutil.h"
+
+#include <disintegrate/listener.h>
+#include <event2/event.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const TL_SCHEMA =
+	"[{\"type\":\"record\",\"name\":\"ShoppingCartAdded\",\"fields\":["
+	" {\"name\":\"cart_id\",\"type\":\"string\",\"disintegrate.id\":true},"
+	" {\"name\":\"product_id\",\"type\":\"string\","
+	"  \"disintegrate.id\":true},"
+	" {\"name\":\"quantity\",\"type\":\"long\"}]},"
+	" {\"type\":\"record\",\"name\":\"ShoppingCartRemoved\",\"fields\":["
+	" {\"name\":\"cart_id\",\"type\":\"string\",\"disintegrate.id\":true},"
+	" {\"name\":\"product_id\",\"type\":\"string\","
+	"  \"disintegrate.id\":true},"
+	" {\"name\":\"quantity\",\"type\":\"long\"}]},"
+	" {\"type\":\"record\",\"name\":\"Other\",\"fields\":["
+	" {\"name\":\"n\",\"type\":\"long\"}]}]";
+
+/* The read model: carts (as in disintegrate-postgres's tests), plus a log
+ * of every handled event to check exactly-once delivery. */
+static const char *const TL_READ_MODEL =
+	"CREATE TABLE IF NOT EXISTS carts (cart_id TEXT, product_id TEXT,"
+	" quantity INT);"
+	"CREATE TABLE IF NOT EXISTS totals (cart_id TEXT PRIMARY KEY,"
+	" quantity BIGINT NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS handled (listener TEXT, event_id BIGINT,"
+	" pid INT DEFAULT pg_backend_pid())";
+
+static inline double tl_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static inline void tl_log(void *arg, dis_log_level level, const char *msg)
+{
+	static const char *names[] = {"error", "warn", "info", "debug"};
+	const char *v = getenv("DIS_TEST_VERBOSE");
+
+	(void)arg;
+	if (v && *v && (int)level <= atoi(v))
+		fprintf(stderr, "[%s] %s\n", names[level], msg);
+}
+
+static inline dis_event *tl_added(const dis_schema *s, const char *cart,
+				  const char *product, int64_t qty)
+{
+	dis_event *ev;
+
+	assert_int_equal(dis_event_new(s, "ShoppingCartAdded", &ev), 0);
+	assert_int_equal(dis_event_set_string(ev, "cart_id", cart), 0);
+	assert_int_equal(dis_event_set_string(ev, "product_id", product), 0);
+	assert_int_equal(dis_event_set_long(ev, "quantity", qty), 0);
+	return ev;
+}
+
+static inline dis_event *tl_other(const dis_schema *s, int64_t n)
+{
+	dis_event *ev;
+
+	assert_int_equal(dis_event_new(s, "Other", &ev), 0);
+	assert_int_equal(dis_event_set_long(ev, "n", n), 0);
+	return ev;
+}
+
+/* Appends one event (unchecked) and frees it; returns its id. */
+static inline int64_t tl_append(dis_store *st, dis_event *ev)
+{
+	int64_t id = 0;
+	int rc = dis_store_append(st, &ev, 1, NULL, NULL, &id);
+
+	if (rc)
+		fail_msg("append: %s", dis_store_errmsg(st));
+	dis_event_free(ev);
+	return id;
+}
+
+/* Appends n cart events, `per` per transaction, carts c0..c9. */
+static inline void tl_append_carts(dis_store *st, const dis_schema *s, int n,
+				   int per)
+{
+	dis_event *evs[256];
+
+	if (per > 256)
+		per = 256;
+	for (int i = 0; i < n;) {
+		int k = 0;
+
+		for (; k < per && i < n; k++, i++) {
+			char cart[16];
+
+			snprintf(cart, sizeof(cart), "c%d", i % 10);
+			evs[k] = tl_added(s, cart, "p", 1 + i % 3);
+		}
+		if (dis_store_append(st, evs, (size_t)k, NULL, NULL, NULL))
+			fail_msg("append: %s", dis_store_errmsg(st));
+		for (int j = 0; j < k; j++)
+			dis_event_free(evs[j]);
+	}
+}
+
+static inline dis_query *tl_query_types(const dis_schema *s,
+					const char *const *types, int n)
+{
+	dis_query *q;
+	dis_filter *f;
+
+	assert_int_equal(dis_query_new(s, &q), 0);
+	assert_int_equal(dis_query_add_filter(q, &f), 0);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(dis_filter_type(f, types[i]), 0);
+	assert_int_equal(dis_query_check(q), 0);
+	return q;
+}
+
+static inline dis_query *tl_cart_query(const dis_schema *s)
+{
+	const char *t[] = {"ShoppingCartAdded", "ShoppingCartRemoved"};
+
+	return tl_query_types(s, t, 2);
+}
+
+/* Counters a test handler keeps. */
+typedef struct tl_counter {
+	int handled;
+	int64_t last_id;
+	double last_at;
+	int fail_id_times;   /* fail event fail_id this many times */
+	int64_t fail_id;
+	int always_fail_id;  /* fail this event every time */
+	uint32_t max_attempt_seen;
+	bool out_of_order;
+	dis_position last_pos;
+} tl_counter;
+
+/*
+ * The cart projection: one carts row and one handled row per event, and
+ * the cart's running total, all in the batch transaction.
+ */
+static inline int tl_cart_handler(void *arg, dis_batch *b,
+				  const dis_event *ev)
+{
+	tl_counter *c = arg;
+	PGconn *conn = dis_batch_conn(b);
+	const char *cart = "", *product = "";
+	int64_t qty = 0;
+	char q[24], id[24];
+	const char *v[3];
+	PGresult *r;
+	dis_position pos = dis_event_position(ev);
+
+	if (c) {
+		if (dis_position_cmp(pos, c->last_pos) <= 0)
+			c->out_of_order = true;
+		if (dis_batch_attempt(b) > c->max_attempt_seen)
+			c->max_attempt_seen = dis_batch_attempt(b);
+		if (c->always_fail_id && dis_event_id(ev) == c->always_fail_id)
+			return dis_batch_fail(b, DIS_EDOMAIN,
+					      "always failing on %" PRId64,
+					      dis_event_id(ev));
+		if (c->fail_id == dis_event_id(ev) && c->fail_id_times > 0) {
+			c->fail_id_times--;
+			return dis_batch_fail(b, DIS_EDOMAIN,
+					      "failing on purpose");
+		}
+	}
+	if (!strcmp(dis_event_type(ev), "ShoppingCartAdded")) {
+		dis_event_get_string(ev, "cart_id", &cart);
+		dis_event_get_string(ev, "product_id", &product);
+		dis_event_get_long(ev, "quantity", &qty);
+		snprintf(q, sizeof(q), "%" PRId64, qty);
+		v[0] = cart;
+		v[1] = product;
+		v[2] = q;
+		r = PQexecParams(conn,
+				 "WITH a AS (INSERT INTO carts VALUES "
+				 "($1, $2, $3::int)) INSERT INTO totals "
+				 "VALUES ($1, $3::bigint) ON CONFLICT (cart_id)"
+				 " DO UPDATE SET quantity = totals.quantity "
+				 "+ EXCLUDED.quantity",
+				 3, NULL, v, NULL, NULL, 0);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+			int rc = dis_batch_fail(b, DIS_EPG, "%s",
+						PQresultErrorMessage(r));
+
+			PQclear(r);
+			return rc;
+		}
+		PQclear(r);
+	}
+	snprintf(id, sizeof(id), "%" PRId64, dis_event_id(ev));
+	v[0] = dis_batch_listener_id(b);
+	v[1] = id;
+	r = PQexecParams(conn, "INSERT INTO handled (listener, event_id) "
+			       "VALUES ($1, $2::bigint)",
+			 2, NULL, v, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		int rc = dis_batch_fail(b, DIS_EPG, "%s",
+					PQresultErrorMessage(r));
+
+		PQclear(r);
+		return rc;
+	}
+	PQclear(r);
+	if (c) {
+		c->handled++;
+		c->last_id = dis_event_id(ev);
+		c->last_at = tl_now();
+		c->last_pos = pos;
+	}
+	return 0;
+}
+
+/* Runs the loop until cond(arg) holds or timeout_ms passes. */
+static inline bool tl_run_until(struct event_base *base,
+				bool (*cond)(void *), void *arg,
+				int timeout_ms)
+{
+	double end = tl_now() + timeout_ms / 1000.0;
+
+	while (!cond(arg)) {
+		struct timeval tv = {0, 5000};
+
+		if (tl_now() > end)
+			return false;
+		event_base_loopexit(base, &tv);
+		event_base_dispatch(base);
+	}
+	return true;
+}
+
+static inline void tl_run_for(struct event_base *base, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+}
+
+static inline long long tl_count(PGconn *c, const char *sql)
+{
+	char *v = dt_scalar(c, sql);
+	long long n = v ? atoll(v) : -1;
+
+	free(v);
+	return n;
+}
+
+/* Stops the runtime and runs the loop until the stop callback came. */
+typedef struct tl_stop {
+	bool done;
+	int status;
+	int calls;
+} tl_stop;
+
+static inline void tl_stopped(void *arg, dis_runtime *rt, int status)
+{
+	tl_stop *s = arg;
+
+	(void)rt;
+	s->done = true;
+	s->status = status;
+	s->calls++;
+}
+
+static inline bool tl_stop_done(void *arg)
+{
+	return ((tl_stop *)arg)->done;
+}
+
+static inline void tl_stop_runtime(struct event_base *base, dis_runtime *rt)
+{
+	tl_stop s = {0};
+
+	assert_int_equal(dis_runtime_stop(rt, tl_stopped, &s), 0);
+	assert_true(tl_run_until(base, tl_stop_done, &s, 30000));
+	assert_int_equal(s.status, 0);
+	assert_int_equal(s.calls, 1);
+}
+
+/* The listener's committed checkpoint as the database holds it. */
+static inline dis_position tl_db_checkpoint(PGconn *c, const char *id)
+{
+	char sql[256];
+	dis_position p = {0, 0};
+	PGresult *r;
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT checkpoint_tx::text, checkpoint_id FROM "
+		 "event_listener WHERE id = '%s'",
+		 id);
+	r = PQexec(c, sql);
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+		p.tx = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+		p.id = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+	}
+	PQclear(r);
+	return p;
+}
+
+#endif
