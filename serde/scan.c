@@ -312,7 +312,7 @@ int dis__avro_scan(avro_schema_t schema, const void *data, size_t len,
 	 * byte) plus slack. avro-c then holds a few bytes per value.
 	 */
 	s.max_steps = (len < SIZE_MAX / 8 ? len * 4 : SIZE_MAX / 2) +
-		      ((size_t)1 << 20);
+		      ((size_t)1 << 16);
 	rc = scan_value(&s, schema, 0);
 	if (rc)
 		return rc;
