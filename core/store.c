@@ -1071,14 +1071,19 @@ static int insert_arrays(dis_store *s, dis_event *const *events, size_t n,
 			break;
 		}
 		array_elem(&arrays[1], payload.data, payload.len);
-		for (size_t j = 0; j < nids; j++) {
+		for (size_t j = 0; j < nids && !rc; j++) {
+			const char *id = dis_schema_id_name(s->schema, j);
 			dis__idval v;
 			dis__buf *a = &arrays[2 + j];
 
-			if (!dis_schema_type_has_id(s->schema, type,
-						    dis_schema_id_name(s->schema,
-								       j)) ||
-			    dis__event_idval(ev, (int)j, &v) || !v.present) {
+			if (!dis_schema_type_has_id(s->schema, type, id)) {
+				array_null(a);
+			} else if (dis__event_idval(ev, (int)j, &v)) {
+				rc = dis__store_fail(s, DIS_EINVAL,
+						     "event %zu (%s): domain id "
+						     "\"%s\" has no valid value",
+						     i, type, id);
+			} else if (!v.present) {
 				array_null(a);
 			} else if (v.type == DIS_ID_LONG) {
 				put_be32(a, 8);

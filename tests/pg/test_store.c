@@ -665,6 +665,30 @@ static void test_position_of(void **state)
 	dis_event_free(ev);
 }
 
+/* An event whose uuid id was never set is refused, not stored as NULL. */
+static void test_unset_uuid_id_refused(void **state)
+{
+	fixture *f = *state;
+	dis_schema *s = dt_schema(
+		"{\"type\":\"record\",\"name\":\"Seen\",\"fields\":["
+		"{\"name\":\"who\",\"type\":{\"type\":\"string\","
+		"\"logicalType\":\"uuid\"},\"disintegrate.id\":true}]}");
+	dis_store *st = dt_store(f->conninfo, s);
+	dis_event *ev;
+
+	assert_int_equal(dis_event_new(s, "Seen", &ev), 0);
+	assert_int_equal(dis_store_append(st, &ev, 1, NULL, NULL, NULL),
+			 DIS_EINVAL);
+	assert_non_null(strstr(dis_store_errmsg(st), "\"who\""));
+	assert_int_equal(dis_event_set_string(
+				 ev, "who", "0E2B7C4A-1111-4222-8333-444455556666"),
+			 0);
+	assert_int_equal(dis_store_append(st, &ev, 1, NULL, NULL, NULL), 0);
+	dis_event_free(ev);
+	dis_store_free(st);
+	dis_schema_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -698,6 +722,8 @@ int main(void)
 			test_migrate_existing_disintegrate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_position_of, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_unset_uuid_id_refused,
+						setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
