@@ -16,6 +16,7 @@
 #include <libpq-fe.h>
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,32 @@
 #define OID_BYTEA 17
 #define OID_INT8 20
 #define OID_TEXT 25
+
+/*
+ * Statements are prepared on first use and kept per store, by SQL text:
+ * the text depends only on the query's shape, its values are parameters.
+ * Names are unique per process, so stores sharing a connection never
+ * collide.
+ */
+#define STMT_CACHE 64
+
+typedef struct cached_stmt {
+	char *sql;
+	uint64_t hash;
+	unsigned id;
+	uint64_t used;
+	bool ready; /* prepared on the server */
+} cached_stmt;
+
+/* One statement of a pipeline. */
+typedef struct pstmt {
+	const char *sql;
+	int nparams;
+	const char *const *values;
+	const int *lengths;
+	const int *formats;
+	int binary;
+} pstmt;
 
 typedef struct reg_entry {
 	int32_t id;
@@ -50,6 +77,13 @@ struct dis_store {
 	int32_t schema_id; /* registry id of `schema`, 0 until known */
 	reg_entry *reg;
 	size_t nreg;
+	uint64_t uid;
+	unsigned next_stmt;
+	uint64_t clock;
+	cached_stmt stmts[STMT_CACHE];
+	size_t nstmts;
+	char *evicted[STMT_CACHE]; /* names to DEALLOCATE next time */
+	size_t nevicted;
 };
 
 struct dis_version {
@@ -189,22 +223,231 @@ static void blocking_end(dis_store *store, int was)
 		PQsetnonblocking(store->conn, 1);
 }
 
+static void stmt_name(const dis_store *s, unsigned id, char *buf, size_t n)
+{
+	snprintf(buf, n, "dis_%" PRIx64 "_%u", s->uid, id);
+}
+
+/* The cache entry for `sql`, added (evicting the least used) if new. */
+static cached_stmt *stmt_get(dis_store *s, const char *sql)
+{
+	uint64_t h = dis__hash64(sql, strlen(sql), 0);
+	cached_stmt *c = NULL;
+	char *copy;
+
+	for (size_t i = 0; i < s->nstmts; i++)
+		if (s->stmts[i].hash == h && !strcmp(s->stmts[i].sql, sql)) {
+			c = &s->stmts[i];
+			c->used = ++s->clock;
+			return c;
+		}
+	copy = dis__strdup(sql);
+	if (!copy)
+		return NULL;
+	if (s->nstmts < STMT_CACHE) {
+		c = &s->stmts[s->nstmts++];
+	} else {
+		c = &s->stmts[0];
+		for (size_t i = 1; i < s->nstmts; i++)
+			if (s->stmts[i].used < c->used)
+				c = &s->stmts[i];
+		if (c->ready && s->nevicted < STMT_CACHE) {
+			char name[48];
+
+			stmt_name(s, c->id, name, sizeof(name));
+			s->evicted[s->nevicted] = dis__strdup(name);
+			if (s->evicted[s->nevicted])
+				s->nevicted++;
+		}
+		free(c->sql);
+	}
+	*c = (cached_stmt){copy, h, ++s->next_stmt, ++s->clock, false};
+	return c;
+}
+
+/* Forgets every prepared statement (the server lost them). */
+static void stmt_forget(dis_store *s)
+{
+	for (size_t i = 0; i < s->nstmts; i++)
+		s->stmts[i].ready = false;
+}
+
+/* Takes the first failed result of a pipeline, keeping the first one. */
+static void keep_error(PGresult **first, PGresult *res)
+{
+	if (!*first)
+		*first = res;
+	else
+		PQclear(res);
+}
+
+/*
+ * Runs `n` statements as one pipeline: one round trip and, outside a
+ * transaction block, one implicit transaction (a failure rolls back all).
+ * Statements are prepared on first use. On success results[i] holds the
+ * result of statement i (NULL for a statement without one); on failure
+ * the error is recorded and returned.
+ */
+static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
+			 int n, PGresult **results, bool *stale)
+{
+	cached_stmt *cache[8];
+	bool prepared[8];
+	PGresult *res, *err = NULL;
+	int was, rc = 0, ok = 1;
+	bool aborted = false;
+	/* Evicted statements are dropped in a sync group of their own, and
+	 * only outside a transaction block, so a failure there (the server
+	 * already lost them) cannot touch the caller's work. */
+	size_t nevicted = PQtransactionStatus(s->conn) == PQTRANS_IDLE
+				  ? s->nevicted
+				  : 0;
+	char name[48];
+
+	*stale = false;
+	if (n > 8)
+		return dis__store_fail(s, DIS_EINVAL, "pipeline too long");
+	was = blocking_begin(s);
+	if (!PQenterPipelineMode(s->conn)) {
+		blocking_end(s, was);
+		return dis__store_pg_fail(s, NULL, what);
+	}
+	for (size_t i = 0; i < nevicted && ok; i++) {
+		char sql[64];
+
+		snprintf(sql, sizeof(sql), "DEALLOCATE %s", s->evicted[i]);
+		ok = PQsendQueryParams(s->conn, sql, 0, NULL, NULL, NULL, NULL,
+				       0);
+	}
+	if (nevicted && ok)
+		ok = PQpipelineSync(s->conn);
+	for (int i = 0; i < n && ok; i++) {
+		results[i] = NULL;
+		cache[i] = stmt_get(s, st[i].sql);
+		prepared[i] = false;
+		if (!cache[i]) {
+			ok = PQsendQueryParams(s->conn, st[i].sql, st[i].nparams,
+					       NULL, st[i].values,
+					       st[i].lengths, st[i].formats,
+					       st[i].binary);
+			continue;
+		}
+		stmt_name(s, cache[i]->id, name, sizeof(name));
+		if (!cache[i]->ready) {
+			ok = PQsendPrepare(s->conn, name, st[i].sql,
+					   st[i].nparams, NULL);
+			prepared[i] = true;
+		}
+		ok = ok && PQsendQueryPrepared(s->conn, name, st[i].nparams,
+					       st[i].values, st[i].lengths,
+					       st[i].formats, st[i].binary);
+	}
+	if (!ok || !PQpipelineSync(s->conn)) {
+		rc = dis__store_pg_fail(s, NULL, what);
+		PQexitPipelineMode(s->conn);
+		blocking_end(s, was);
+		return rc ? rc : DIS_ECONN;
+	}
+	/* Results arrive in order: evictions, then per statement its
+	 * prepare (if sent) and its execution, each ended by NULL. */
+	while (nevicted && PQstatus(s->conn) != CONNECTION_BAD &&
+	       (res = PQgetResult(s->conn))) {
+		ExecStatusType t = PQresultStatus(res);
+
+		PQclear(res);
+		if (t == PGRES_PIPELINE_SYNC)
+			break;
+	}
+	for (int i = 0; i < n; i++) {
+		for (int part = prepared[i] ? 0 : 1; part < 2; part++) {
+			while ((res = PQgetResult(s->conn))) {
+				ExecStatusType t = PQresultStatus(res);
+
+				if (t == PGRES_FATAL_ERROR) {
+					keep_error(&err, res);
+				} else if (t == PGRES_PIPELINE_ABORTED) {
+					aborted = true;
+					PQclear(res);
+				} else if (part == 0) {
+					if (t == PGRES_COMMAND_OK)
+						cache[i]->ready = true;
+					PQclear(res);
+				} else if (!results[i] &&
+					   (t == PGRES_TUPLES_OK ||
+					    t == PGRES_COMMAND_OK)) {
+					results[i] = res;
+				} else {
+					PQclear(res);
+				}
+			}
+			if (PQstatus(s->conn) == CONNECTION_BAD)
+				break;
+		}
+	}
+	while (PQstatus(s->conn) != CONNECTION_BAD &&
+	       (res = PQgetResult(s->conn))) {
+		ExecStatusType t = PQresultStatus(res);
+
+		PQclear(res);
+		if (t == PGRES_PIPELINE_SYNC)
+			break;
+	}
+	PQexitPipelineMode(s->conn);
+	blocking_end(s, was);
+	for (size_t i = 0; i < nevicted; i++)
+		free(s->evicted[i]);
+	memmove(s->evicted, s->evicted + nevicted,
+		(s->nevicted - nevicted) * sizeof(*s->evicted));
+	s->nevicted -= nevicted;
+	if (err || aborted || PQstatus(s->conn) == CONNECTION_BAD) {
+		const char *state = err ? PQresultErrorField(err,
+							     PG_DIAG_SQLSTATE)
+					: NULL;
+
+		*stale = state && !strcmp(state, "26000");
+		rc = dis__store_pg_fail(s, err, what);
+		PQclear(err);
+		for (int i = 0; i < n; i++) {
+			PQclear(results[i]);
+			results[i] = NULL;
+		}
+		return rc;
+	}
+	return 0;
+}
+
+static int pipeline(dis_store *s, const char *what, const pstmt *st, int n,
+		    PGresult **results)
+{
+	bool stale;
+	int rc = pipeline_once(s, what, st, n, results, &stale);
+
+	/* Someone discarded our statements; outside a transaction block the
+	 * failed pipeline was rolled back whole, so run it again. */
+	if (rc && stale) {
+		stmt_forget(s);
+		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
+			rc = pipeline_once(s, what, st, n, results, &stale);
+	}
+	return rc;
+}
+
 /* Runs one statement into *out; returns 0 or the recorded error code. */
 static int run(dis_store *store, const char *what, const char *sql,
 	       int nparams, const char *const *values, const int *lengths,
 	       const int *formats, int binary, ExecStatusType want,
 	       PGresult **out)
 {
-	int was = blocking_begin(store);
-	PGresult *res = PQexecParams(store->conn, sql, nparams, NULL, values,
-				     lengths, formats, binary);
-	int rc;
+	pstmt st = {sql, nparams, values, lengths, formats, binary};
+	PGresult *res = NULL;
+	int rc = pipeline(store, what, &st, 1, &res);
 
-	blocking_end(store, was);
-	if (!res || PQresultStatus(res) != want) {
-		rc = dis__store_pg_fail(store, res, what);
-		PQclear(res);
+	if (rc)
 		return rc;
+	if (!res || PQresultStatus(res) != want) {
+		PQclear(res);
+		return dis__store_fail(store, DIS_EPG, "%s: unexpected result",
+				       what);
 	}
 	*out = res;
 	return 0;
@@ -229,10 +472,12 @@ static int exec_sql(dis_store *store, const char *what, const char *sql)
 static int store_new(PGconn *conn, bool owned, const dis_schema *schema,
 		     dis_store **out)
 {
+	static atomic_uint_fast64_t next_uid = 1;
 	dis_store *s = calloc(1, sizeof(*s));
 
 	if (!s)
 		return DIS_ENOMEM;
+	s->uid = atomic_fetch_add(&next_uid, 1);
 	s->conn = conn;
 	s->owned = owned;
 	s->schema = schema;
@@ -306,10 +551,44 @@ static void registry_clear(dis_store *s)
 	s->nreg = 0;
 }
 
+/*
+ * A borrowed connection outlives the store: drop our prepared statements
+ * from it when it is idle and usable (one round trip).
+ */
+static void stmt_release(dis_store *s)
+{
+	dis__buf sql;
+	char name[48];
+
+	dis__buf_init(&sql);
+	for (size_t i = 0; i < s->nstmts; i++) {
+		if (!s->stmts[i].ready)
+			continue;
+		stmt_name(s, s->stmts[i].id, name, sizeof(name));
+		dis__buf_printf(&sql, "DEALLOCATE %s;", name);
+	}
+	for (size_t i = 0; i < s->nevicted; i++)
+		dis__buf_printf(&sql, "DEALLOCATE %s;", s->evicted[i]);
+	if (sql.len && !sql.oom) {
+		int was = blocking_begin(s);
+
+		PQclear(PQexec(s->conn, dis__buf_cstr(&sql)));
+		blocking_end(s, was);
+	}
+	dis__buf_free(&sql);
+}
+
 void dis_store_free(dis_store *s)
 {
 	if (!s)
 		return;
+	if (!s->owned && PQstatus(s->conn) == CONNECTION_OK &&
+	    PQtransactionStatus(s->conn) == PQTRANS_IDLE)
+		stmt_release(s);
+	for (size_t i = 0; i < s->nstmts; i++)
+		free(s->stmts[i].sql);
+	for (size_t i = 0; i < s->nevicted; i++)
+		free(s->evicted[i]);
 	registry_clear(s);
 	if (s->owned)
 		PQfinish(s->conn);
@@ -1150,86 +1429,6 @@ static int insert_sql(dis_store *s, const dis_query *validation,
 	return rc;
 }
 
-/* Runs the three statements of an append as one pipeline. */
-static int append_pipeline(dis_store *s, const char *lock_sql, int nlock,
-			   const char *const *lock_vals, const int *lock_lens,
-			   const dis__sql *ins, const int *ins_lens,
-			   const int *ins_fmts, const char *notify,
-			   PGresult **inserted)
-{
-	static const int bin2[2] = {1, 1};
-	const char *nvals[1] = {notify};
-	PGresult *res, *first_err = NULL;
-	int was = blocking_begin(s);
-	int rc = 0, sent = 0;
-
-	*inserted = NULL;
-	if (!PQenterPipelineMode(s->conn)) {
-		blocking_end(s, was);
-		return dis__store_pg_fail(s, NULL, "entering pipeline mode");
-	}
-	if (nlock &&
-	    PQsendQueryParams(s->conn, lock_sql, 2, NULL, lock_vals, lock_lens,
-			      bin2, 0))
-		sent++;
-	if (PQsendQueryParams(s->conn, dis__buf_cstr((dis__buf *)&ins->text),
-			      ins->nparams, NULL,
-			      (const char *const *)ins->params, ins_lens,
-			      ins_fmts, 1))
-		sent++;
-	if (PQsendQueryParams(s->conn,
-			      "SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1) "
-			      "WHERE pg_current_xact_id_if_assigned() IS NOT "
-			      "NULL",
-			      1, NULL, nvals, NULL, NULL, 0))
-		sent++;
-	if (!PQpipelineSync(s->conn) || sent != (nlock ? 3 : 2)) {
-		rc = dis__store_pg_fail(s, NULL, "sending the append");
-		/* The connection is unusable; the caller sees DIS_ECONN/EPG. */
-		PQexitPipelineMode(s->conn);
-		blocking_end(s, was);
-		return rc;
-	}
-	for (int stmt = 0; stmt < sent; stmt++) {
-		while ((res = PQgetResult(s->conn))) {
-			ExecStatusType st = PQresultStatus(res);
-
-			if (st == PGRES_FATAL_ERROR && !first_err) {
-				first_err = res;
-				continue;
-			}
-			if (stmt == (nlock ? 1 : 0) && st == PGRES_TUPLES_OK &&
-			    !*inserted) {
-				*inserted = res;
-				continue;
-			}
-			PQclear(res);
-		}
-		if (PQstatus(s->conn) == CONNECTION_BAD)
-			break;
-	}
-	/* The sync point. */
-	while (PQstatus(s->conn) != CONNECTION_BAD &&
-	       (res = PQgetResult(s->conn))) {
-		ExecStatusType st = PQresultStatus(res);
-
-		PQclear(res);
-		if (st == PGRES_PIPELINE_SYNC)
-			break;
-	}
-	PQexitPipelineMode(s->conn);
-	blocking_end(s, was);
-	if (first_err || PQstatus(s->conn) == CONNECTION_BAD ||
-	    !*inserted) {
-		rc = dis__store_pg_fail(s, first_err, "appending events");
-		PQclear(first_err);
-		PQclear(*inserted);
-		*inserted = NULL;
-		return rc;
-	}
-	return 0;
-}
-
 int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 		     const dis_query *validation, const dis_version *version,
 		     int64_t *ids_out)
@@ -1299,14 +1498,31 @@ int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 		fmts[j] = 1;
 	}
 	{
+		static const int bin2[2] = {1, 1};
 		const char *lock_vals[2] = {(const char *)keys.data,
 					    (const char *)excl.data};
 		int lock_lens[2] = {(int)keys.len, (int)excl.len};
+		const char *nvals[1] = {notify};
+		PGresult *results[3];
+		pstmt st[3] = {
+			{"SELECT dis_lock_keys($1::int8[], $2::bool[])", 2,
+			 lock_vals, lock_lens, bin2, 0},
+			{dis__buf_cstr(&sql.text), sql.nparams,
+			 (const char *const *)sql.params, lens, fmts, 1},
+			{"SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1) "
+			 "WHERE pg_current_xact_id_if_assigned() IS NOT NULL",
+			 1, nvals, NULL, NULL, 0},
+		};
 
-		rc = append_pipeline(s, "SELECT dis_lock_keys($1::int8[], "
-					"$2::bool[])",
-				     2, lock_vals, lock_lens, &sql, lens, fmts,
-				     notify, &res);
+		rc = pipeline(s, "appending events", st, 3, results);
+		if (!rc) {
+			res = results[1];
+			PQclear(results[0]);
+			PQclear(results[2]);
+			if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+				rc = dis__store_fail(s, DIS_EPG,
+						     "append returned no ids");
+		}
 	}
 	/* The array buffers are freed below, not by dis__sql_free. */
 	for (size_t j = 0; j < narr; j++)

@@ -689,6 +689,51 @@ static void test_unset_uuid_id_refused(void **state)
 	dis_schema_free(s);
 }
 
+/*
+ * Statements are prepared and cached per query shape: more shapes than the
+ * cache holds, and a connection whose statements were discarded, still
+ * work.
+ */
+static void test_statement_cache(void **state)
+{
+	fixture *f = *state;
+	PGconn *pg = dis_store_conn(f->store);
+	char *n;
+
+	append1(f->store, item_added(f->schema, "c1", "p1", 1), NULL, NULL, 0);
+	for (int round = 0; round < 2; round++) {
+		for (int shape = 1; shape <= 80; shape++) {
+			dis_query *q;
+			dis_filter *flt;
+			collected c = {0};
+
+			assert_int_equal(dis_query_new(f->schema, &q), 0);
+			for (int k = 0; k < shape; k++) {
+				assert_int_equal(dis_query_add_filter(q, &flt),
+						 0);
+				assert_int_equal(dis_filter_where_string(
+							 flt, "cart_id", "c1"),
+						 0);
+			}
+			if (dis_store_load(f->store, q, collect, &c, NULL))
+				fail_msg("round %d shape %d: %s", round, shape,
+					 dis_store_errmsg(f->store));
+			assert_int_equal(c.n, 1);
+			collected_free(&c);
+			dis_query_free(q);
+		}
+		/* Evicted statements are deallocated, not leaked. */
+		n = dt_scalar(pg, "SELECT count(*) FROM pg_prepared_statements");
+		assert_true(atoi(n) <= 64 + 8);
+		free(n);
+		/* Someone discards our statements: the store re-prepares. */
+		dt_exec(pg, "DISCARD ALL");
+	}
+	dis_query *zz = cart_query(f->schema, "zz");
+	append1(f->store, item_added(f->schema, "zz", "p2", 1), zz, NULL, 0);
+	dis_query_free(zz);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -724,6 +769,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_unset_uuid_id_refused,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_statement_cache, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
