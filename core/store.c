@@ -288,21 +288,99 @@ static void keep_error(PGresult **first, PGresult *res)
  * result of statement i (NULL for a statement without one); on failure
  * the error is recorded and returned.
  */
-static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
-			 int n, PGresult **results, bool *stale)
+/* Queues one statement, preparing it first when it is new. */
+static int send_stmt(dis_store *s, const pstmt *st, cached_stmt **cache,
+		     bool *prepared)
 {
-	cached_stmt *cache[8];
-	bool prepared[8];
-	PGresult *res, *err = NULL;
+	char name[48];
+	int ok = 1;
+
+	*cache = stmt_get(s, st->sql);
+	*prepared = false;
+	if (!*cache)
+		return PQsendQueryParams(s->conn, st->sql, st->nparams, NULL,
+					 st->values, st->lengths, st->formats,
+					 st->binary);
+	stmt_name(s, (*cache)->id, name, sizeof(name));
+	if (!(*cache)->ready) {
+		ok = PQsendPrepare(s->conn, name, st->sql, st->nparams, NULL);
+		*prepared = true;
+	}
+	return ok && PQsendQueryPrepared(s->conn, name, st->nparams, st->values,
+					 st->lengths, st->formats, st->binary);
+}
+
+typedef struct pipe_state {
+	PGresult *err;
+	bool aborted;
+} pipe_state;
+
+/* Reads the results of one queued statement (its prepare, if sent). */
+static void read_stmt(dis_store *s, cached_stmt *cache, bool prepared,
+		      PGresult **result, pipe_state *ps)
+{
+	PGresult *res;
+
+	for (int part = prepared ? 0 : 1; part < 2; part++) {
+		while ((res = PQgetResult(s->conn))) {
+			ExecStatusType t = PQresultStatus(res);
+
+			if (t == PGRES_FATAL_ERROR) {
+				keep_error(&ps->err, res);
+			} else if (t == PGRES_PIPELINE_ABORTED) {
+				ps->aborted = true;
+				PQclear(res);
+			} else if (part == 0) {
+				if (t == PGRES_COMMAND_OK)
+					cache->ready = true;
+				PQclear(res);
+			} else if (result && !*result &&
+				   (t == PGRES_TUPLES_OK ||
+				    t == PGRES_COMMAND_OK)) {
+				*result = res;
+			} else {
+				PQclear(res);
+			}
+		}
+		if (PQstatus(s->conn) == CONNECTION_BAD)
+			return;
+	}
+}
+
+/* Reads up to and including the next sync point. */
+static void read_sync(dis_store *s)
+{
+	PGresult *res;
+
+	while (PQstatus(s->conn) != CONNECTION_BAD &&
+	       (res = PQgetResult(s->conn))) {
+		ExecStatusType t = PQresultStatus(res);
+
+		PQclear(res);
+		if (t == PGRES_PIPELINE_SYNC)
+			break;
+	}
+}
+
+/*
+ * The pipeline: [evictions] sync, statements sync, [trailer] sync. The
+ * evictions and the trailer are sync groups of their own whose failure
+ * does not fail the call (the trailer's is logged).
+ */
+static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
+			 int n, const pstmt *trailer, PGresult **results,
+			 bool *stale)
+{
+	cached_stmt *cache[8], *tcache = NULL;
+	bool prepared[8], tprepared = false;
+	pipe_state ps = {NULL, false}, tps = {NULL, false};
 	int was, rc = 0, ok = 1;
-	bool aborted = false;
-	/* Evicted statements are dropped in a sync group of their own, and
-	 * only outside a transaction block, so a failure there (the server
-	 * already lost them) cannot touch the caller's work. */
+	/* Evicted statements are dropped only outside a transaction block,
+	 * so a failure there (the server lost them already) cannot touch the
+	 * caller's work. */
 	size_t nevicted = PQtransactionStatus(s->conn) == PQTRANS_IDLE
 				  ? s->nevicted
 				  : 0;
-	char name[48];
 
 	*stale = false;
 	if (n > 8)
@@ -321,76 +399,42 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 	}
 	if (nevicted && ok)
 		ok = PQpipelineSync(s->conn);
-	for (int i = 0; i < n && ok; i++) {
+	for (int i = 0; i < n; i++)
 		results[i] = NULL;
-		cache[i] = stmt_get(s, st[i].sql);
-		prepared[i] = false;
-		if (!cache[i]) {
-			ok = PQsendQueryParams(s->conn, st[i].sql, st[i].nparams,
-					       NULL, st[i].values,
-					       st[i].lengths, st[i].formats,
-					       st[i].binary);
-			continue;
-		}
-		stmt_name(s, cache[i]->id, name, sizeof(name));
-		if (!cache[i]->ready) {
-			ok = PQsendPrepare(s->conn, name, st[i].sql,
-					   st[i].nparams, NULL);
-			prepared[i] = true;
-		}
-		ok = ok && PQsendQueryPrepared(s->conn, name, st[i].nparams,
-					       st[i].values, st[i].lengths,
-					       st[i].formats, st[i].binary);
-	}
-	if (!ok || !PQpipelineSync(s->conn)) {
+	for (int i = 0; i < n && ok; i++)
+		ok = send_stmt(s, &st[i], &cache[i], &prepared[i]);
+	ok = ok && PQpipelineSync(s->conn);
+	if (trailer && ok)
+		ok = send_stmt(s, trailer, &tcache, &tprepared) &&
+		     PQpipelineSync(s->conn);
+	if (!ok) {
 		rc = dis__store_pg_fail(s, NULL, what);
 		PQexitPipelineMode(s->conn);
 		blocking_end(s, was);
 		return rc ? rc : DIS_ECONN;
 	}
-	/* Results arrive in order: evictions, then per statement its
-	 * prepare (if sent) and its execution, each ended by NULL. */
-	while (nevicted && PQstatus(s->conn) != CONNECTION_BAD &&
-	       (res = PQgetResult(s->conn))) {
-		ExecStatusType t = PQresultStatus(res);
+	if (nevicted) {
+		pipe_state ignored = {NULL, false};
 
-		PQclear(res);
-		if (t == PGRES_PIPELINE_SYNC)
-			break;
+		for (size_t i = 0; i < nevicted; i++)
+			read_stmt(s, NULL, false, NULL, &ignored);
+		PQclear(ignored.err);
+		read_sync(s);
 	}
-	for (int i = 0; i < n; i++) {
-		for (int part = prepared[i] ? 0 : 1; part < 2; part++) {
-			while ((res = PQgetResult(s->conn))) {
-				ExecStatusType t = PQresultStatus(res);
+	for (int i = 0; i < n; i++)
+		read_stmt(s, cache[i], prepared[i], &results[i], &ps);
+	read_sync(s);
+	if (trailer) {
+		read_stmt(s, tcache, tprepared, NULL, &tps);
+		read_sync(s);
+		if (tps.err && s->log) {
+			char msg[DIS_ERRMSG_LEN];
 
-				if (t == PGRES_FATAL_ERROR) {
-					keep_error(&err, res);
-				} else if (t == PGRES_PIPELINE_ABORTED) {
-					aborted = true;
-					PQclear(res);
-				} else if (part == 0) {
-					if (t == PGRES_COMMAND_OK)
-						cache[i]->ready = true;
-					PQclear(res);
-				} else if (!results[i] &&
-					   (t == PGRES_TUPLES_OK ||
-					    t == PGRES_COMMAND_OK)) {
-					results[i] = res;
-				} else {
-					PQclear(res);
-				}
-			}
-			if (PQstatus(s->conn) == CONNECTION_BAD)
-				break;
+			chomp_copy(msg, sizeof(msg),
+				   PQresultErrorMessage(tps.err));
+			s->log(s->log_arg, DIS_LOG_WARN, msg);
 		}
-	}
-	while (PQstatus(s->conn) != CONNECTION_BAD &&
-	       (res = PQgetResult(s->conn))) {
-		ExecStatusType t = PQresultStatus(res);
-
-		PQclear(res);
-		if (t == PGRES_PIPELINE_SYNC)
-			break;
+		PQclear(tps.err);
 	}
 	PQexitPipelineMode(s->conn);
 	blocking_end(s, was);
@@ -399,14 +443,14 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 	memmove(s->evicted, s->evicted + nevicted,
 		(s->nevicted - nevicted) * sizeof(*s->evicted));
 	s->nevicted -= nevicted;
-	if (err || aborted || PQstatus(s->conn) == CONNECTION_BAD) {
-		const char *state = err ? PQresultErrorField(err,
-							     PG_DIAG_SQLSTATE)
-					: NULL;
+	if (ps.err || ps.aborted || PQstatus(s->conn) == CONNECTION_BAD) {
+		const char *state =
+			ps.err ? PQresultErrorField(ps.err, PG_DIAG_SQLSTATE)
+			       : NULL;
 
 		*stale = state && !strcmp(state, "26000");
-		rc = dis__store_pg_fail(s, err, what);
-		PQclear(err);
+		rc = dis__store_pg_fail(s, ps.err, what);
+		PQclear(ps.err);
 		for (int i = 0; i < n; i++) {
 			PQclear(results[i]);
 			results[i] = NULL;
@@ -417,17 +461,18 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 }
 
 static int pipeline(dis_store *s, const char *what, const pstmt *st, int n,
-		    PGresult **results)
+		    const pstmt *trailer, PGresult **results)
 {
 	bool stale;
-	int rc = pipeline_once(s, what, st, n, results, &stale);
+	int rc = pipeline_once(s, what, st, n, trailer, results, &stale);
 
 	/* Someone discarded our statements; outside a transaction block the
 	 * failed pipeline was rolled back whole, so run it again. */
 	if (rc && stale) {
 		stmt_forget(s);
 		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
-			rc = pipeline_once(s, what, st, n, results, &stale);
+			rc = pipeline_once(s, what, st, n, trailer, results,
+					   &stale);
 	}
 	return rc;
 }
@@ -440,7 +485,7 @@ static int run(dis_store *store, const char *what, const char *sql,
 {
 	pstmt st = {sql, nparams, values, lengths, formats, binary};
 	PGresult *res = NULL;
-	int rc = pipeline(store, what, &st, 1, &res);
+	int rc = pipeline(store, what, &st, 1, NULL, &res);
 
 	if (rc)
 		return rc;
@@ -1503,18 +1548,30 @@ int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 					    (const char *)excl.data};
 		int lock_lens[2] = {(int)keys.len, (int)excl.len};
 		const char *nvals[1] = {notify};
-		PGresult *results[3];
+		PGresult *results[3] = {NULL, NULL, NULL};
 		pstmt st[3] = {
 			{"SELECT dis_lock_keys($1::int8[], $2::bool[])", 2,
 			 lock_vals, lock_lens, bin2, 0},
 			{dis__buf_cstr(&sql.text), sql.nparams,
 			 (const char *const *)sql.params, lens, fmts, 1},
-			{"SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1) "
-			 "WHERE pg_current_xact_id_if_assigned() IS NOT NULL",
-			 1, nvals, NULL, NULL, 0},
+			{"SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1)", 1,
+			 nvals, NULL, NULL, 0},
 		};
 
-		rc = pipeline(s, "appending events", st, 3, results);
+		/*
+		 * Outside a transaction block the notification is its own
+		 * transaction after the append's commit: it has no xid, so
+		 * it commits without a WAL flush and the cluster-wide
+		 * notify lock is held for microseconds, not across the
+		 * append's fsync (which would serialise every append).
+		 * Inside the caller's transaction it joins that transaction.
+		 */
+		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
+			rc = pipeline(s, "appending events", st, 2, &st[2],
+				      results);
+		else
+			rc = pipeline(s, "appending events", st, 3, NULL,
+				      results);
 		if (!rc) {
 			res = results[1];
 			PQclear(results[0]);
