@@ -47,6 +47,19 @@ uint64_t dis__hash64(const void *data, size_t len, uint64_t seed);
  * DIS_EINVAL when `in` is not one. */
 int dis__uuid_normalize(const char *in, char out[37]);
 
+struct pg_conn;
+/*
+ * Copies libpq's error text `msg` about a connection made from `conninfo`
+ * (NULL: the environment) into out, without its trailing newline, with
+ * every password hidden: the password of `conninfo` and the one `conn`
+ * used (may be NULL; PGPASSWORD included), and those of a dbname that is
+ * itself a connection string, are replaced by "***" wherever they appear;
+ * when a connection string does not parse, libpq quotes the bad part of it
+ * (which may be the password), so every quoted part is replaced too.
+ */
+void dis__conn_errmsg(const char *conninfo, struct pg_conn *conn,
+		      const char *msg, char *out, size_t len);
+
 /* ---- schema internals (core/schema.c) ---- */
 
 /* Index of event type `type`, or -1. */

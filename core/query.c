@@ -28,6 +28,11 @@ struct dis_filter {
 	size_t nwheres;
 	bool has_after;
 	dis_position after;
+	/* dis_query_shard: shard shard_k of shard_n by domain id shard_id. */
+	bool has_shard;
+	int shard_id;
+	uint32_t shard_n;
+	uint32_t shard_k;
 };
 
 struct dis_query {
@@ -152,6 +157,10 @@ static dis_filter *filter_copy(dis_query *q, const dis_filter *src)
 	f->named = src->named;
 	f->has_after = src->has_after;
 	f->after = src->after;
+	f->has_shard = src->has_shard;
+	f->shard_id = src->shard_id;
+	f->shard_n = src->shard_n;
+	f->shard_k = src->shard_k;
 	if (src->nwheres) {
 		f->wheres = calloc(src->nwheres, sizeof(*f->wheres));
 		if (!f->wheres) {
@@ -468,6 +477,171 @@ static bool where_matches(const where *w, const dis_event *ev)
 	return false;
 }
 
+static const char *key_value(dis_id_type type, const char *str, int64_t num,
+			     char *buf, size_t len);
+
+/* ---- shards ---- */
+
+/*
+ * MD5 (RFC 1321), only to place a domain id value in a shard: the SQL side
+ * computes the same digest with PostgreSQL's md5(), so that in-memory
+ * matching and the store's statements agree on every value.
+ */
+static const uint32_t md5_k[64] = {
+	0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a,
+	0xa8304613, 0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be,
+	0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
+	0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+	0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8,
+	0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+	0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+	0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+	0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
+	0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1,
+	0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
+};
+
+static const unsigned char md5_r[64] = {
+	7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
+	5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
+	4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
+	6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+};
+
+static void md5_block(uint32_t h[4], const unsigned char *p)
+{
+	uint32_t m[16], a = h[0], b = h[1], c = h[2], d = h[3];
+
+	for (int i = 0; i < 16; i++)
+		m[i] = (uint32_t)p[i * 4] | (uint32_t)p[i * 4 + 1] << 8 |
+		       (uint32_t)p[i * 4 + 2] << 16 |
+		       (uint32_t)p[i * 4 + 3] << 24;
+	for (int i = 0; i < 64; i++) {
+		uint32_t f, t;
+		int g;
+
+		if (i < 16) {
+			f = (b & c) | (~b & d);
+			g = i;
+		} else if (i < 32) {
+			f = (d & b) | (~d & c);
+			g = (5 * i + 1) % 16;
+		} else if (i < 48) {
+			f = b ^ c ^ d;
+			g = (3 * i + 5) % 16;
+		} else {
+			f = c ^ (b | ~d);
+			g = (7 * i) % 16;
+		}
+		t = d;
+		d = c;
+		c = b;
+		f += a + md5_k[i] + m[g];
+		b += (f << md5_r[i]) | (f >> (32 - md5_r[i]));
+		a = t;
+	}
+	h[0] += a;
+	h[1] += b;
+	h[2] += c;
+	h[3] += d;
+}
+
+/* The first four bytes of the MD5 digest of `data`, big endian: what
+ * ('x' || substr(md5(...), 1, 8))::bit(32)::int8 gives in SQL. */
+static uint32_t md5_prefix32(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	uint32_t h[4] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476};
+	unsigned char tail[128];
+	uint64_t bits = (uint64_t)len * 8;
+	size_t rest, n;
+
+	for (; len >= 64; p += 64, len -= 64)
+		md5_block(h, p);
+	rest = len;
+	memset(tail, 0, sizeof(tail));
+	memcpy(tail, p, rest);
+	tail[rest] = 0x80;
+	n = rest < 56 ? 64 : 128;
+	for (int i = 0; i < 8; i++)
+		tail[n - 8 + (size_t)i] = (unsigned char)(bits >> (8 * i));
+	md5_block(h, tail);
+	if (n == 128)
+		md5_block(h, tail + 64);
+	/* The digest's bytes are h[0]'s, least significant first. */
+	return (h[0] & 0xff) << 24 | ((h[0] >> 8) & 0xff) << 16 |
+	       ((h[0] >> 16) & 0xff) << 8 | (h[0] >> 24);
+}
+
+int dis_query_shard(dis_query *q, const char *id, uint32_t n, uint32_t k)
+{
+	size_t ntypes;
+	int idx;
+	bool declared = false;
+
+	if (!q)
+		return DIS_EINVAL;
+	if (q->err)
+		return q->err;
+	if (!id)
+		return query_fail(q, DIS_EINVAL, "domain id name is NULL");
+	idx = dis_schema_id_index(q->schema, id);
+	if (idx < 0)
+		return query_fail(q, DIS_ENOTFOUND, "unknown domain id \"%s\"",
+				  id);
+	if (n == 0 || n > INT32_MAX || k >= n)
+		return query_fail(q, DIS_EINVAL,
+				  "shard %" PRIu32 " of %" PRIu32
+				  ": need 0 <= shard < count",
+				  k, n);
+	if (q->nfilters == 0)
+		return query_fail(q, DIS_EINVAL,
+				  "shard a query after adding its filters");
+	ntypes = dis_schema_type_count(q->schema);
+	for (size_t i = 0; i < q->nfilters; i++) {
+		const dis_filter *f = q->filters[i];
+
+		if (f->has_shard)
+			return query_fail(q, DIS_EINVAL,
+					  "the query is already sharded");
+		for (size_t t = 0; t < ntypes && !declared; t++)
+			declared = filter_has_type(f, t) &&
+				   type_declares(q, t, idx);
+	}
+	if (!declared)
+		return query_fail(q, DIS_EINVAL,
+				  "no event type of the query declares domain "
+				  "id \"%s\" to shard by",
+				  id);
+	for (size_t i = 0; i < q->nfilters; i++) {
+		dis_filter *f = q->filters[i];
+
+		f->has_shard = true;
+		f->shard_id = idx;
+		f->shard_n = n;
+		f->shard_k = k;
+	}
+	return 0;
+}
+
+/* Whether event `ev` of type index `t` is in the filter's shard. */
+static bool shard_matches(const dis_query *q, const dis_filter *f, size_t t,
+			  const dis_event *ev)
+{
+	dis__idval v;
+	char buf[40];
+	const char *text;
+
+	if (!type_declares(q, t, f->shard_id))
+		return f->shard_k == 0;
+	if (dis__event_idval(ev, f->shard_id, &v))
+		return false;
+	if (!v.present)
+		return f->shard_k == 0;
+	text = key_value(v.type, v.str, v.num, buf, sizeof(buf));
+	return md5_prefix32(text, strlen(text)) % f->shard_n == f->shard_k;
+}
+
 static bool filter_matches(const dis_query *q, const dis_filter *f,
 			   const dis_event *ev)
 {
@@ -482,6 +656,8 @@ static bool filter_matches(const dis_query *q, const dis_filter *f,
 		if (type_declares(q, (size_t)t, f->wheres[i].id) &&
 		    !where_matches(&f->wheres[i], ev))
 			return false;
+	if (f->has_shard && !shard_matches(q, f, (size_t)t, ev))
+		return false;
 	return true;
 }
 
@@ -626,6 +802,44 @@ static void sql_where(dis__sql *s, const dis_query *q, const where *w)
 }
 
 /*
+ * The shard condition of a group of types: the first 32 bits of the MD5 of
+ * the id's text (UTF-8 for strings) modulo the shard count. Types without
+ * the id, and null ids, belong to shard 0.
+ */
+static void sql_shard(dis__sql *s, const dis_query *q, const dis_filter *f,
+		      bool declared)
+{
+	const char *name = dis_schema_id_name(q->schema, (size_t)f->shard_id);
+
+	if (!declared) {
+		if (f->shard_k != 0)
+			dis__sql_puts(s, " AND false");
+		return;
+	}
+	dis__sql_puts(s, f->shard_k == 0 ? " AND (" : " AND ");
+	if (f->shard_k == 0) {
+		sql_ident(s, name);
+		dis__sql_puts(s, " IS NULL OR ");
+	}
+	dis__sql_puts(s, "('x' || substr(md5(");
+	if (dis_schema_id_type(q->schema, (size_t)f->shard_id) ==
+	    DIS_ID_STRING) {
+		dis__sql_puts(s, "convert_to(");
+		sql_ident(s, name);
+		dis__sql_puts(s, ", 'UTF8')");
+	} else {
+		sql_ident(s, name);
+		dis__sql_puts(s, "::text");
+	}
+	dis__sql_puts(s, "), 1, 8))::bit(32)::int8 % ");
+	dis__sql_param_i64(s, (int64_t)f->shard_n);
+	dis__sql_puts(s, " = ");
+	dis__sql_param_i64(s, (int64_t)f->shard_k);
+	if (f->shard_k == 0)
+		dis__sql_puts(s, ")");
+}
+
+/*
  * One filter: its types grouped by which of its equalities apply to them,
  * so each group is one "event_type = ANY(...) AND id = ..." term.
  */
@@ -665,6 +879,9 @@ static void sql_filter(dis__sql *s, const dis_query *q, const dis_filter *f)
 			for (size_t w = 0; w < f->nwheres && same; w++)
 				same = type_declares(q, t, f->wheres[w].id) ==
 				       type_declares(q, u, f->wheres[w].id);
+			if (same && f->has_shard)
+				same = type_declares(q, t, f->shard_id) ==
+				       type_declares(q, u, f->shard_id);
 			if (!same)
 				continue;
 			done[u] = 1;
@@ -689,6 +906,8 @@ static void sql_filter(dis__sql *s, const dis_query *q, const dis_filter *f)
 			dis__sql_puts(s, " AND ");
 			sql_where(s, q, &f->wheres[w]);
 		}
+		if (f->has_shard)
+			sql_shard(s, q, f, type_declares(q, t, f->shard_id));
 		dis__sql_puts(s, ")");
 	}
 	dis__sql_puts(s, "))");
@@ -898,6 +1117,11 @@ static char *describe_filter(const dis_query *q, const dis_filter *f)
 	if (f->has_after)
 		dis__buf_printf(&b, ";after=%" PRIu64 ":%" PRId64, f->after.tx,
 				f->after.id);
+	if (f->has_shard)
+		dis__buf_printf(&b, ";shard=%s:%" PRIu32 "/%" PRIu32,
+				dis_schema_id_name(q->schema,
+						   (size_t)f->shard_id),
+				f->shard_k, f->shard_n);
 	if (b.oom) {
 		dis__buf_free(&b);
 		return NULL;

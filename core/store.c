@@ -560,8 +560,9 @@ int dis_store_open(const char *conninfo, const dis_schema *schema,
 		return DIS_ENOMEM;
 	}
 	if (PQstatus(conn) != CONNECTION_OK) {
-		/* libpq's message names host and user, never the password. */
-		chomp_copy(msg, sizeof(msg), PQerrorMessage(conn));
+		/* libpq quotes a malformed conninfo, password and all. */
+		dis__conn_errmsg(conninfo, conn, PQerrorMessage(conn), msg,
+				 sizeof(msg));
 		dis__errf(errbuf, errlen, "cannot connect to PostgreSQL: %s",
 			  msg);
 		PQfinish(conn);

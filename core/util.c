@@ -1,6 +1,7 @@
 /* Internal utilities: error formatting, growable buffers, hashing. */
 #include "core-internal.h"
 
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,4 +184,105 @@ int dis__uuid_normalize(const char *in, char out[37])
 		return DIS_EINVAL;
 	out[36] = '\0';
 	return 0;
+}
+
+#define CONN_SECRETS 4
+
+/* Whether a dbname value is itself a connection string (libpq expands
+ * those in some calls). */
+static bool is_conninfo(const char *s)
+{
+	return strchr(s, '=') || !strncmp(s, "postgresql://", 13) ||
+	       !strncmp(s, "postgres://", 11);
+}
+
+/*
+ * Adds the passwords of libpq options `opts` (freed here) to `secret`,
+ * looking into a dbname that is a connection string too; sets *malformed
+ * when such a dbname does not parse.
+ */
+static void collect_secrets(PQconninfoOption *opts, char **secret,
+			    bool *malformed, int depth)
+{
+	char *err = NULL;
+
+	for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+		if (!o->val || !*o->val)
+			continue;
+		if (!strcmp(o->keyword, "password")) {
+			for (int i = 0; i < CONN_SECRETS; i++)
+				if (!secret[i]) {
+					secret[i] = dis__strdup(o->val);
+					break;
+				}
+		} else if (!strcmp(o->keyword, "dbname") && depth < 2 &&
+			   is_conninfo(o->val)) {
+			PQconninfoOption *inner = PQconninfoParse(o->val, &err);
+
+			if (inner)
+				collect_secrets(inner, secret, malformed,
+						depth + 1);
+			else
+				*malformed = true;
+			PQfreemem(err);
+			err = NULL;
+		}
+	}
+	PQconninfoFree(opts);
+}
+
+void dis__conn_errmsg(const char *conninfo, struct pg_conn *conn,
+		      const char *msg, char *out, size_t len)
+{
+	char *secret[CONN_SECRETS] = {NULL};
+	PQconninfoOption *opts;
+	char *perr = NULL;
+	bool malformed = false;
+	dis__buf b;
+
+	if (!out || !len)
+		return;
+	if (conninfo && *conninfo) {
+		opts = PQconninfoParse(conninfo, &perr);
+		if (opts)
+			collect_secrets(opts, secret, &malformed, 0);
+		else
+			malformed = true;
+		PQfreemem(perr);
+	}
+	if (conn)
+		collect_secrets(PQconninfo(conn), secret, &malformed, 0);
+	dis__buf_init(&b);
+	for (const char *p = msg ? msg : ""; *p;) {
+		const char *q;
+		bool hit = false;
+
+		for (int i = 0; i < CONN_SECRETS && !hit; i++) {
+			size_t n = secret[i] ? strlen(secret[i]) : 0;
+
+			if (n && !strncmp(p, secret[i], n)) {
+				dis__buf_puts(&b, "***");
+				p += n;
+				hit = true;
+			}
+		}
+		if (hit)
+			continue;
+		if (malformed && *p == '"') {
+			q = strchr(p + 1, '"');
+			dis__buf_puts(&b, "\"***\"");
+			p = q ? q + 1 : p + strlen(p);
+			continue;
+		}
+		dis__buf_append(&b, p, 1);
+		p++;
+	}
+	while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == ' '))
+		b.len--;
+	snprintf(out, len, "%s",
+		 b.oom || !dis__buf_cstr(&b) ? "out of memory"
+					     : (const char *)b.data);
+	dis__buf_free(&b);
+	for (int i = 0; i < CONN_SECRETS; i++)
+		free(secret[i]);
 }

@@ -5,29 +5,33 @@
 # name a database) and runs the demo program against it (through the PG*
 # environment). Arguments go to the demo program. The cluster is deleted
 # when the demo ends, also on failure or Ctrl-C.
+#
+# DIS_BUILD_DIR overrides the build directory (default build/); DIS_DEMO
+# names another program of the build directory to run.
 
 set -euo pipefail
 
-# The demo program, relative to the repository (or absolute).
-DEMO=${DIS_DEMO:-build/examples/banking/banking_demo}
+# The demo program, relative to the build directory.
+DEMO=${DIS_DEMO:-examples/courses/courses_demo}
 
 # shellcheck source=tests/pgenv.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../tests/pgenv.sh"
 
-case $DEMO in
-/*) demo_bin=$DEMO ;;
-*) demo_bin=$DIS_ROOT/$DEMO ;;
+build=${DIS_BUILD_DIR:-build}
+case $build in
+/*) ;;
+*) build=$DIS_ROOT/$build ;;
 esac
 
 dis_install_deps
-dis_build "$DIS_ROOT/build"
-if [ ! -x "$demo_bin" ]; then
-	dis_die "the demo program $DEMO was not built (is it in examples/meson.build?)"
+dis_build "$build"
+if [ ! -x "$build/$DEMO" ]; then
+	dis_die "the demo program $build/$DEMO was not built (is it in examples/meson.build?)"
 fi
 
 dis_pg_trap
 dis_pg_start
 dis_log "running $DEMO"
 rc=0
-"$demo_bin" "$@" || rc=$?
+"$build/$DEMO" "$@" || rc=$?
 exit $rc

@@ -118,6 +118,7 @@
 static void start_batch(dis__listener *l);
 static void on_rollback(dis__listener *l);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void free_decoded(dis__listener *l);
 static void on_pq(dis__pq *pq, void *arg, dis__pq_event ev, int status);
 
 /* ---- small helpers ---- */
@@ -304,6 +305,9 @@ void dis__listener_release(dis__listener *l)
 {
 	if (!l)
 		return;
+	dis__listener_forget_prepared(l);
+	free(l->q);
+	free_decoded(l);
 	drop_rows(l);
 	dis_store_free(l->store);
 	dis__pq_free(l->pq);
@@ -319,6 +323,7 @@ void dis__listener_release(dis__listener *l)
 
 void dis__listener_close(dis__listener *l)
 {
+	dis__listener_forget_prepared(l);
 	drop_rows(l);
 	dis_store_free(l->store);
 	l->store = NULL;
@@ -365,6 +370,7 @@ static void conn_down(dis__listener *l, const char *why)
 	uint32_t lo = rt->opts.reconnect_min_ms, hi = rt->opts.reconnect_max_ms;
 	uint64_t d;
 
+	dis__listener_forget_prepared(l);
 	drop_rows(l);
 	dis_store_free(l->store);
 	l->store = NULL;
@@ -408,7 +414,7 @@ static void on_connected(dis__listener *l)
 {
 	const char *reg[3] = {l->id, l->types_array, l->query_text};
 	const char *id[1] = {l->id};
-	dis__stmt s[7] = {
+	dis__stmt s[8] = {
 		{.sql = SQL_REGISTER, .nparams = 3, .values = reg},
 		{.name = S_FETCH, .sql = l->fetch_sql, .prepare = true},
 		{.name = S_LOCK, .sql = SQL_LOCK, .prepare = true},
@@ -416,6 +422,9 @@ static void on_connected(dis__listener *l)
 		{.name = S_PROBE, .sql = SQL_PROBE, .prepare = true},
 		{.name = S_DEAD, .sql = SQL_DEAD, .prepare = true},
 		{.sql = SQL_READ_ROW, .nparams = 1, .values = id},
+		/* The connection runs only batches (see durable_commit). */
+		{.sql = l->cfg.durable_commit ? "SET synchronous_commit = on"
+					      : "SET synchronous_commit = off"},
 	};
 	int rc;
 
@@ -427,7 +436,7 @@ static void on_connected(dis__listener *l)
 	dis_store_set_log(l->store, l->rt->log, l->rt->log_arg);
 	/* The fetch statement's parameter count, for PQsendPrepare. */
 	s[1].nparams = 0;
-	rc = dis__pq_send(l->pq, s, 7);
+	rc = dis__pq_send(l->pq, s, 8);
 	if (rc) {
 		conn_down(l, dis__pq_errmsg(l->pq));
 		return;
@@ -769,7 +778,7 @@ static int dead_letter(dis__listener *l, PGconn *conn, int r,
 		l->halt_after = true;
 		l->last_code = l->fail_code ? l->fail_code : DIS_ESERDE;
 		snprintf(l->last_error, sizeof(l->last_error),
-			 "stopped at event %" PRId64 ": %s", p.id, error);
+			 "stopped at event %" PRId64 ": %.400s", p.id, error);
 		l->row_dirty = true;
 		dis__l_log(l, DIS_LOG_ERROR,
 			   "event %" PRId64 " dead-lettered, listener "
@@ -808,20 +817,242 @@ static void failure_text(dis__listener *l, PGconn *conn, int rc,
 		out[n - 1] = '\0';
 }
 
+/* ---- pipelined writes of handlers (dis_batch_exec) ---- */
+
+void dis__listener_forget_prepared(dis__listener *l)
+{
+	for (int i = 0; i < l->nprep; i++)
+		free(l->prep[i].sql);
+	l->nprep = 0;
+	l->queued = 0;
+}
+
+static void drop_prepared(dis__listener *l, int slot)
+{
+	free(l->prep[slot].sql);
+	l->prep[slot].sql = NULL;
+}
+
+/*
+ * Collects the results of the statements handlers queued: returns 0, or
+ * -1 when one failed (the first failure's event index and message are in
+ * q_fail_idx / q_msg; the transaction is then aborted).
+ */
+static int queue_sync(dis__listener *l, PGconn *conn)
+{
+	int got = 0, n = l->queued;
+	bool seen = false;
+	PGresult *r;
+
+	if (n == 0)
+		return l->q_failed ? -1 : 0;
+	l->queued = 0;
+	if (!PQpipelineSync(conn))
+		goto broken;
+	while (got < n) {
+		ExecStatusType st;
+
+		r = PQgetResult(conn);
+		if (!r) {
+			if (PQstatus(conn) != CONNECTION_OK)
+				goto broken;
+			if (seen) {
+				got++;
+				seen = false;
+			}
+			continue;
+		}
+		seen = true;
+		st = PQresultStatus(r);
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+			if (l->q[got].prep >= 0)
+				drop_prepared(l, l->q[got].prep);
+			if (!l->q_failed) {
+				l->q_failed = true;
+				l->q_fail_idx = l->q[got].idx;
+				snprintf(l->q_msg, sizeof(l->q_msg), "%s",
+					 st == PGRES_PIPELINE_ABORTED
+						 ? "aborted"
+						 : PQresultErrorMessage(r));
+			}
+		}
+		PQclear(r);
+	}
+	/* Up to the sync. */
+	while ((r = PQgetResult(conn)) != NULL ||
+	       PQstatus(conn) == CONNECTION_OK) {
+		ExecStatusType st = r ? PQresultStatus(r) : PGRES_EMPTY_QUERY;
+
+		PQclear(r);
+		if (st == PGRES_PIPELINE_SYNC)
+			break;
+	}
+	if (PQstatus(conn) != CONNECTION_OK || !PQexitPipelineMode(conn))
+		goto broken;
+	return l->q_failed ? -1 : 0;
+broken:
+	if (!l->q_failed) {
+		l->q_failed = true;
+		l->q_fail_idx = l->batch.idx;
+		snprintf(l->q_msg, sizeof(l->q_msg), "%s",
+			 PQerrorMessage(conn));
+	}
+	return -1;
+}
+
+int dis_batch_exec(dis_batch *b, const char *sql, int nparams,
+		   const char *const *values, const int *lengths,
+		   const int *formats)
+{
+	dis__listener *l;
+	PGconn *conn;
+	const char *name = NULL;
+	int slot = -1;
+
+	if (!b || !sql || nparams < 0 || (nparams && !values))
+		return DIS_EINVAL;
+	l = b->l;
+	if (l->st != DIS__L_HANDLE || !l->store)
+		return dis_batch_fail(b, DIS_ESTATE, "dis_batch_exec outside "
+						     "a handler call");
+	conn = dis_store_conn(l->store);
+	if (l->queued + 2 > l->qcap) {
+		int cap = l->qcap ? l->qcap * 2 : 256;
+		struct dis__queued *q = realloc(l->q, (size_t)cap * sizeof(*q));
+
+		if (!q)
+			return dis_batch_fail(b, DIS_ENOMEM, "out of memory");
+		l->q = q;
+		l->qcap = cap;
+	}
+	if (PQpipelineStatus(conn) == PQ_PIPELINE_OFF &&
+	    !PQenterPipelineMode(conn))
+		return dis_batch_fail(b, DIS_ECONN, "pipeline: %s",
+				      PQerrorMessage(conn));
+	/* The same text is parsed once per connection. */
+	for (int i = 0; i < l->nprep; i++)
+		if (l->prep[i].sql && !strcmp(l->prep[i].sql, sql)) {
+			slot = i;
+			break;
+		}
+	if (slot < 0 && l->nprep < DIS__PREPARED_MAX) {
+		slot = l->nprep;
+		l->prep[slot].sql = dis__strdup(sql);
+		if (l->prep[slot].sql) {
+			l->nprep++;
+			snprintf(l->prep[slot].name, sizeof(l->prep[slot].name),
+				 "dis_x%d", slot);
+			if (!PQsendPrepare(conn, l->prep[slot].name, sql,
+					   nparams, NULL)) {
+				drop_prepared(l, slot);
+				return dis_batch_fail(b, DIS_ECONN,
+						      "queueing: %s",
+						      PQerrorMessage(conn));
+			}
+			l->q[l->queued++] = (struct dis__queued){b->idx, slot};
+		} else {
+			slot = -1;
+		}
+	}
+	if (slot >= 0 && l->prep[slot].sql)
+		name = l->prep[slot].name;
+	if (name ? !PQsendQueryPrepared(conn, name, nparams, values, lengths,
+					formats, 0)
+		 : !PQsendQueryParams(conn, sql, nparams, NULL, values,
+				      lengths, formats, 0))
+		return dis_batch_fail(b, DIS_ECONN, "queueing: %s",
+				      PQerrorMessage(conn));
+	l->q[l->queued++] = (struct dis__queued){b->idx, -1};
+	/* Bound what waits in libpq's buffers. */
+	if (l->queued >= DIS__QUEUE_SYNC_AT)
+		queue_sync(l, conn);
+	return 0;
+}
+
 /* Runs the handler over the fetched rows; then commits or rolls back. */
+
+/* The first event of the batch that failed, and why. */
+typedef struct first_fail {
+	int idx;
+	int code;
+	bool poison;
+	char msg[DIS_ERRMSG_LEN];
+} first_fail;
+
+static void note_fail(first_fail *f, int idx, int code, bool poison,
+		      const char *msg)
+{
+	if (f->idx >= 0 && f->idx <= idx)
+		return;
+	f->idx = idx;
+	f->code = code;
+	f->poison = poison;
+	snprintf(f->msg, sizeof(f->msg), "%s", msg);
+	for (size_t n = strlen(f->msg); n && f->msg[n - 1] == '\n'; n--)
+		f->msg[n - 1] = '\0';
+}
+
+/* A queued statement failed: its event is the batch's failure. */
+static void take_queue_failure(dis__listener *l, first_fail *f)
+{
+	if (l->q_failed)
+		note_fail(f, l->q_fail_idx, DIS_EPG, false, l->q_msg);
+}
+
+/* Decodes every row before any handler runs (decoding may query the
+ * schema registry, which cannot happen while writes are pipelined). */
+static int decode_all(dis__listener *l)
+{
+	free(l->evs);
+	l->evs = calloc((size_t)(l->nrows ? l->nrows : 1), sizeof(*l->evs));
+	if (!l->evs)
+		return DIS_ENOMEM;
+	for (int i = 0; i < l->nrows; i++) {
+		dis_position pos = row_pos(l->rows, i);
+		int rc;
+
+		if (l->poison && pos.id == l->fail_id)
+			continue;
+		rc = dis__store_event_from_row(l->store, l->rows, i, 1,
+					       &l->evs[i].ev);
+		if (rc) {
+			l->evs[i].rc = rc;
+			l->evs[i].err = dis__strdup(dis_store_errmsg(l->store));
+		}
+	}
+	return 0;
+}
+
+static void free_decoded(dis__listener *l)
+{
+	if (!l->evs)
+		return;
+	for (int i = 0; i < l->nrows; i++) {
+		dis_event_free(l->evs[i].ev);
+		free(l->evs[i].err);
+	}
+	free(l->evs);
+	l->evs = NULL;
+}
+
 static void handle(dis__listener *l)
 {
 	dis_runtime *rt = l->rt;
 	dis_batch *b;
 	PGconn *conn;
-	int rc;
+	first_fail ff = {.idx = -1};
+	bool skip = l->cfg.on_poison == DIS_POISON_DEAD_LETTER;
+	int rc, i;
 
 	l->st = DIS__L_HANDLE;
 	l->last = l->from;
 	l->max_id = 0;
 	l->done = l->handled = l->dead = 0;
+	l->fail_ok = false;
 	l->cut = false;
 	l->halt_after = false;
+	l->queued = 0;
+	l->q_failed = false;
 	conn = dis__pq_lend(l->pq);
 	if (!conn) {
 		conn_down(l, "connection not idle after the fetch");
@@ -833,7 +1064,13 @@ static void handle(dis__listener *l)
 		/* The checkpoint is past the failing event already. */
 		clear_failure(l);
 	}
-	for (int i = 0; i < l->nrows; i++) {
+	if (decode_all(l)) {
+		l->errors++;
+		set_error(l, DIS_ENOMEM, "out of memory");
+		l->fail = DIS__F_INFRA;
+		goto out;
+	}
+	for (i = 0; i < l->nrows; i++) {
 		dis_position pos = row_pos(l->rows, i);
 		PGTransactionStatusType ts;
 		char before[160];
@@ -843,72 +1080,66 @@ static void handle(dis__listener *l)
 			l->cut = true;
 			break;
 		}
-		if (l->poison && pos.id == l->fail_id) {
-			bool skip = l->cfg.on_poison == DIS_POISON_DEAD_LETTER;
+		if ((l->poison && pos.id == l->fail_id) ||
+		    l->evs[i].rc == DIS_ESERDE) {
+			/* A poison event: dead-lettered, never handled. */
+			bool known = l->poison && pos.id == l->fail_id;
+			const char *why = known ? l->fail_msg : l->evs[i].err;
 
-			if (dead_letter(l, conn, i, l->fail_msg,
-					l->fail_attempts, skip)) {
-				l->fail = DIS__F_INFRA;
+			if (queue_sync(l, conn))
+				break;
+			if (!known) {
 				l->errors++;
+				l->fail_code = DIS_ESERDE;
+			}
+			if (PQtransactionStatus(conn) != PQTRANS_INTRANS ||
+			    dead_letter(l, conn, i, why,
+					known ? l->fail_attempts : 1, skip)) {
+				if (!known)
+					note_fail(&ff, i, DIS_ESERDE, true,
+						  why ? why : "bad payload");
+				else
+					l->fail = DIS__F_INFRA;
 				break;
 			}
 			if (!skip) {
 				l->cut = true;
 				break;
 			}
-			clear_failure(l);
+			if (known)
+				clear_failure(l);
 			l->last = pos;
 			l->done++;
 			continue;
 		}
-		rc = dis__store_event_from_row(l->store, l->rows, i, 1, &ev);
-		if (rc == DIS_ESERDE) {
-			bool skip = l->cfg.on_poison == DIS_POISON_DEAD_LETTER;
-			char msg[DIS_ERRMSG_LEN];
-
-			snprintf(msg, sizeof(msg), "%s",
-				 dis_store_errmsg(l->store));
-			if (PQtransactionStatus(conn) != PQTRANS_INTRANS) {
-				event_failed(l, i, pos, rc, msg, true);
-				break;
-			}
+		if (l->evs[i].rc) {
 			l->errors++;
-			l->fail_code = rc;
-			if (dead_letter(l, conn, i, msg, 1, skip)) {
-				l->fail = DIS__F_INFRA;
-				break;
-			}
-			if (!skip) {
-				l->cut = true;
-				break;
-			}
-			l->last = pos;
-			l->done++;
-			continue;
-		}
-		if (rc) {
-			l->errors++;
-			set_error(l, rc, "event %" PRId64 ": %s", pos.id,
-				  dis_store_errmsg(l->store));
+			set_error(l, l->evs[i].rc, "%s",
+				  l->evs[i].err ? l->evs[i].err
+						: "out of memory");
 			dis__l_log(l, DIS_LOG_WARN, "%s", l->last_error);
 			l->fail = DIS__F_INFRA;
 			break;
 		}
+		ev = l->evs[i].ev;
+		b->idx = i;
 		b->attempt = pos.id == l->fail_id ? l->fail_attempts + 1 : 1;
 		b->failed = false;
 		b->code = 0;
 		snprintf(before, sizeof(before), "%s",
 			 dis_store_errmsg(l->store));
 		rc = l->fn(l->arg, b, ev);
-		dis_event_free(ev);
 		if (rt->free_requested)
-			return; /* the runtime goes away on the way out */
+			goto out; /* the runtime goes away on the way out */
 		if (PQstatus(conn) != CONNECTION_OK)
 			break; /* take_back reports it */
 		ts = PQtransactionStatus(conn);
-		if (rc == 0 && ts == PQTRANS_INTRANS) {
-			if (pos.id == l->fail_id && !l->poison)
-				clear_failure(l);
+		/* With writes queued the status is "active" until the sync. */
+		if (rc == 0 && (ts == PQTRANS_INTRANS ||
+				(ts == PQTRANS_ACTIVE && l->queued > 0))) {
+			/* Cleared once committed: COMMIT may still fail. */
+			if (pos.id == l->fail_id)
+				l->fail_ok = true;
 			l->last = pos;
 			if (pos.id > l->max_id)
 				l->max_id = pos.id;
@@ -918,15 +1149,28 @@ static void handle(dis__listener *l)
 			continue;
 		}
 		if (b->failed && rc) {
-			event_failed(l, i, pos, b->code, b->msg, false);
+			note_fail(&ff, i, b->code, false, b->msg);
 		} else {
 			char msg[DIS_ERRMSG_LEN];
 
-			failure_text(l, conn, rc, ts, before, msg, sizeof(msg));
-			event_failed(l, i, pos, rc ? rc : DIS_EPG, msg, false);
+			if (l->queued)
+				queue_sync(l, conn);
+			failure_text(l, conn, rc, PQtransactionStatus(conn),
+				     before, msg, sizeof(msg));
+			note_fail(&ff, i, rc ? rc : DIS_EPG, false, msg);
 		}
 		break;
 	}
+	if (PQstatus(conn) == CONNECTION_OK)
+		queue_sync(l, conn);
+	take_queue_failure(l, &ff);
+	if (ff.idx >= 0 && l->fail != DIS__F_INFRA)
+		event_failed(l, ff.idx, row_pos(l->rows, ff.idx), ff.code,
+			     ff.msg, ff.poison);
+out:
+	free_decoded(l);
+	if (rt->free_requested)
+		return;
 	if (dis__pq_take_back(l->pq)) {
 		conn_down(l, dis__pq_errmsg(l->pq));
 		return;
@@ -1008,6 +1252,14 @@ static void commit(dis__listener *l)
 	int n = 0, rc;
 	uint64_t now = dis__now_ms();
 
+	/* The state once this batch commits (written with it). */
+	if (!l->halt_after && !l->halted &&
+	    (l->state == DIS_LISTENER_STARTING ||
+	     (l->state == DIS_LISTENER_RETRYING && !l->fail_id))) {
+		set_state(l, DIS_LISTENER_RUNNING);
+		if (l->last_code == DIS_ECONN || l->last_code == DIS_EPG)
+			clear_error(l);
+	}
 	l->ck_new = l->cut || l->halt_after ? l->last : l->next;
 	if (dis_position_cmp(l->ck_new, l->ck) < 0)
 		l->ck_new = l->ck;
@@ -1191,6 +1443,8 @@ static void on_commit(dis__listener *l)
 	}
 	now = dis__now_ms();
 	full = !l->cut && !l->halt_after && (size_t)l->nrows == l->limit;
+	if (l->fail_ok && !l->poison)
+		clear_failure(l);
 	if (l->limit == l->prefix && l->prefix && !l->poison)
 		l->prefix = 0;
 	else if (l->single && !l->poison)
@@ -1214,13 +1468,6 @@ static void on_commit(dis__listener *l)
 	record_duration(l, dis__now_s() - l->t0);
 	l->backoff_ms = 0;
 	l->due_ms = 0;
-	if (l->state == DIS_LISTENER_STARTING ||
-	    (l->state == DIS_LISTENER_RETRYING && !l->fail_id)) {
-		set_state(l, DIS_LISTENER_RUNNING);
-		if (l->last_code == DIS_ECONN || l->last_code == DIS_EPG)
-			clear_error(l);
-		l->row_dirty = false;
-	}
 	for (int i = 0; i < n; i++) {
 		PGresult *r = dis__pq_result(l->pq, i);
 
@@ -1331,14 +1578,29 @@ static void on_pq(dis__pq *pq, void *arg, dis__pq_event ev, int status)
 
 /* ---- the batch handle ---- */
 
+/* Blocking use of the connection: queued writes must be in first. */
+static void sync_for_caller(dis_batch *b)
+{
+	dis__listener *l = b->l;
+
+	if (l->queued && l->store && l->st == DIS__L_HANDLE)
+		queue_sync(l, dis_store_conn(l->store));
+}
+
 dis_store *dis_batch_store(dis_batch *b)
 {
-	return b ? b->l->store : NULL;
+	if (!b)
+		return NULL;
+	sync_for_caller(b);
+	return b->l->store;
 }
 
 struct pg_conn *dis_batch_conn(dis_batch *b)
 {
-	return b && b->l->store ? dis_store_conn(b->l->store) : NULL;
+	if (!b || !b->l->store)
+		return NULL;
+	sync_for_caller(b);
+	return dis_store_conn(b->l->store);
 }
 
 const char *dis_batch_listener_id(const dis_batch *b)

@@ -42,8 +42,25 @@ typedef enum dis__lfail {
 
 typedef struct dis__listener dis__listener;
 
+/* Statements handlers queue with dis_batch_exec(), by parsed text. */
+#define DIS__PREPARED_MAX 32
+/* Queued statements are synced at least this often. */
+#define DIS__QUEUE_SYNC_AT 4096
+
+struct dis__queued {
+	int idx;  /* the event whose handler queued it */
+	int prep; /* the prepared-statement slot it creates, or -1 */
+};
+
+struct dis__decoded {
+	dis_event *ev;
+	int rc;
+	char *err;
+};
+
 struct dis_batch {
 	dis__listener *l;
+	int idx;            /* the event's index in the batch */
 	uint32_t attempt;
 	bool failed;
 	int code;
@@ -97,11 +114,26 @@ struct dis__listener {
 	int handled;           /* events handled by the handler */
 	int dead;              /* events dead-lettered */
 	bool cut;              /* ended before its last row */
+	bool fail_ok;          /* the failing event was handled this time */
 	bool halt_after;       /* a poison event stops the listener */
 	dis__lfail fail;
 	dis_position ck_new;
 	bool want_blocker;
 	bool wrote_row;
+	struct dis__decoded *evs;
+
+	/* Writes queued by handlers (dis_batch_exec). */
+	struct dis__queued *q;
+	int queued;
+	int qcap;
+	bool q_failed;
+	int q_fail_idx;
+	char q_msg[DIS_ERRMSG_LEN];
+	struct {
+		char *sql;
+		char name[16];
+	} prep[DIS__PREPARED_MAX];
+	int nprep;
 
 	/* The failing event. */
 	int64_t fail_id;       /* 0: none */
@@ -198,6 +230,8 @@ void dis__listener_schedule(dis__listener *l);
 void dis__listener_start(dis__listener *l);
 /* Closes now (stop timeout, or a stop while not committing). */
 void dis__listener_close(dis__listener *l);
+/* The connection's prepared handler statements are gone. */
+void dis__listener_forget_prepared(dis__listener *l);
 /* Whether the notification payload (types, "" = any) concerns it. */
 bool dis__listener_wants(const dis__listener *l, char *const *types,
 			 size_t n);

@@ -78,6 +78,17 @@ static void set_err(dis__pq *pq, const char *prefix, const char *text)
 		pq->errmsg[--n] = '\0';
 }
 
+/* libpq's text about a failed connection attempt, its password hidden
+ * (it quotes a malformed conninfo whole). */
+static void set_conn_err(dis__pq *pq, const char *conninfo)
+{
+	char msg[sizeof(pq->errmsg)];
+
+	dis__conn_errmsg(conninfo, pq->conn, PQerrorMessage(pq->conn), msg,
+			 sizeof(msg));
+	set_err(pq, "", msg);
+}
+
 static void on_notice(void *arg, const PGresult *res)
 {
 	dis__pq *pq = arg;
@@ -210,7 +221,7 @@ static int watch_step(dis__pq *pq, short what)
 	int fd = PQsocket(pq->conn);
 
 	if (fd < 0) {
-		set_err(pq, "", PQerrorMessage(pq->conn));
+		set_conn_err(pq, NULL);
 		return DIS_ECONN;
 	}
 	if (pq->ev_io)
@@ -264,7 +275,7 @@ static void connect_step(dis__pq *pq)
 		connected(pq);
 		return;
 	default:
-		set_err(pq, "", PQerrorMessage(pq->conn));
+		set_conn_err(pq, NULL);
 		rc = DIS_ECONN;
 		break;
 	}
@@ -317,7 +328,7 @@ int dis__pq_connect(dis__pq *pq, const char *conninfo, const char *appname,
 		return DIS_ENOMEM;
 	}
 	if (PQstatus(pq->conn) == CONNECTION_BAD) {
-		set_err(pq, "", PQerrorMessage(pq->conn));
+		set_conn_err(pq, conninfo);
 		dis__pq_close(pq);
 		return DIS_ECONN;
 	}

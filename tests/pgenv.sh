@@ -13,7 +13,8 @@
 # A database given by the caller (PGHOST, PGDATABASE or DIS_TEST_DB set) is
 # used as is. Otherwise dis_pg_start creates a cluster in a temporary
 # directory, reachable only through a unix socket in that directory, trust
-# authentication, superuser "postgres", and exports
+# authentication (but members of role dis_password_login must give their
+# password, over SCRAM), superuser "postgres", and exports
 #   PGHOST PGPORT PGUSER PGDATABASE  for libpq,
 #   DIS_PGDATA DIS_PG_BINDIR DIS_PG_OWNER DIS_PG_LOG  for tests that stop or
 #   restart the server (DIS_PG_OWNER: user to run pg_ctl as, "" = ourselves).
@@ -156,6 +157,11 @@ dis_pg_start() {
 		cat "$DIS_PG_TMP/initdb.log" >&2
 		dis_die "initdb failed"
 	fi
+	# Members of role dis_password_login must give their password (over
+	# SCRAM; tests/pg/test_secrets.c); every other role is trusted.
+	dis_pg_as_owner sh -c '{ echo "local all +dis_password_login scram-sha-256";
+		cat "$1"; } >"$1.new" && mv "$1.new" "$1"' sh \
+		"$DIS_PGDATA/pg_hba.conf" || dis_die "cannot edit pg_hba.conf"
 	cat >>"$DIS_PGDATA/postgresql.conf" <<-EOF
 
 	# throwaway test cluster (tests/pgenv.sh)

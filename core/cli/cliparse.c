@@ -1,5 +1,6 @@
 /* disctl input parsing: JSON event lines and query arguments. */
 #include "cliparse.h"
+#include "core-internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -31,6 +32,33 @@ static bool blank(const char *s, size_t len)
 			return false;
 	}
 	return true;
+}
+
+/*
+ * Refuses (and frees) an event whose domain id holds a value the event
+ * table cannot store (a malformed UUID, a NUL byte), as the store would.
+ */
+static int check_ids(dis_event **ev, char *err, size_t errlen)
+{
+	const dis_schema *schema = dis_event_schema(*ev);
+	const char *type = dis_event_type(*ev);
+	dis__idval v;
+
+	for (size_t i = 0; i < dis_schema_id_count(schema); i++) {
+		const char *id = dis_schema_id_name(schema, i);
+
+		if (!dis_schema_type_has_id(schema, type, id) ||
+		    !dis__event_idval(*ev, (int)i, &v))
+			continue;
+		dis_event_free(*ev);
+		*ev = NULL;
+		return fail(DIS_EINVAL, err, errlen,
+			    "domain id \"%s\" has no valid value%s", id,
+			    dis_schema_id_type(schema, i) == DIS_ID_UUID
+				    ? " (not a UUID)"
+				    : "");
+	}
+	return 0;
 }
 
 int disctl_parse_event(const dis_schema *schema, const char *line, size_t len,
@@ -90,6 +118,8 @@ int disctl_parse_event(const dis_schema *schema, const char *line, size_t len,
 	rc = dis_event_from_json(schema, json_string_value(type), text, out,
 				 err, errlen);
 	free(text);
+	if (!rc)
+		rc = check_ids(out, err, errlen);
 out:
 	json_decref(root);
 	return rc;
@@ -112,17 +142,18 @@ static bool parse_long(const char *s, int64_t *v)
 }
 
 /*
- * Adds one ID=VALUE equality. Returns DIS_EINVAL with a message for a bad
- * argument; errors of the builder calls are recorded on the query.
+ * Adds one ID=VALUE equality to filter f of query q. Returns DIS_EINVAL
+ * with a message naming the argument when it is not usable.
  */
-static int add_where(const dis_schema *schema, dis_filter *f, const char *arg,
-		     char *err, size_t errlen)
+static int add_where(dis_query *q, dis_filter *f, const char *arg, char *err,
+		     size_t errlen)
 {
+	const dis_schema *schema = dis_query_schema(q);
 	const char *eq = strchr(arg, '=');
 	char name[128];
 	const char *value;
 	size_t n;
-	int idx;
+	int idx, rc;
 	int64_t num;
 
 	if (!eq || eq == arg)
@@ -148,11 +179,14 @@ static int add_where(const dis_schema *schema, dis_filter *f, const char *arg,
 				    "--where \"%s\": \"%s\" is not a whole "
 				    "number (domain id \"%s\" is a long)",
 				    arg, value, name);
-		dis_filter_where_long(f, name, num);
+		rc = dis_filter_where_long(f, name, num);
 		break;
-	case DIS_ID_UUID: dis_filter_where_uuid(f, name, value); break;
-	default: dis_filter_where_string(f, name, value); break;
+	case DIS_ID_UUID: rc = dis_filter_where_uuid(f, name, value); break;
+	default: rc = dis_filter_where_string(f, name, value); break;
 	}
+	if (rc)
+		return fail(rc, err, errlen, "--where \"%s\": %s", arg,
+			    dis_query_errmsg(q));
 	return 0;
 }
 
@@ -196,7 +230,7 @@ int disctl_build_query(const dis_schema *schema, const disctl_query_args *a,
 		dis_filter_stream(f, a->streams[i]);
 	}
 	for (size_t i = 0; i < a->nwheres; i++) {
-		rc = add_where(schema, f, a->wheres[i], err, errlen);
+		rc = add_where(q, f, a->wheres[i], err, errlen);
 		if (rc)
 			goto fail;
 	}

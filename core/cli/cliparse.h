@@ -12,9 +12,10 @@
  * Parses one line of `disctl append` input, {"type": T, "data": {...}},
  * into a new event of `schema` (an "id" member, as `disctl tail` prints it,
  * is accepted and ignored). A line holding only white space gives 0 and
- * *out == NULL. Errors: DIS_EINVAL (not the expected shape, unknown type),
+ * *out == NULL. Errors: DIS_EINVAL (not the expected shape, unknown type, a
+ * domain id value the event table cannot hold, such as a malformed UUID),
  * DIS_ESERDE (data does not fit the type), DIS_ENOMEM; the reason goes to
- * err.
+ * err and *out is NULL.
  */
 int disctl_parse_event(const dis_schema *schema, const char *line, size_t len,
 		       dis_event **out, char *err, size_t errlen);

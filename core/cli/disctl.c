@@ -12,6 +12,8 @@
 #include <disintegrate/disintegrate.h>
 
 #include "cliparse.h"
+#include "cmd_projections.h"
+#include "cmd_listeners.h"
 #include "core-internal.h"
 
 #include <errno.h>
@@ -46,7 +48,8 @@ enum {
 	OPT_FOLLOW = 1u << 3,
 	OPT_TYPE = 1u << 4,
 	OPT_STREAM = 1u << 5,
-	OPT_WHERE = 1u << 6
+	OPT_WHERE = 1u << 6,
+	OPT_TO = 1u << 7
 };
 
 typedef struct strv {
@@ -58,6 +61,7 @@ typedef struct args {
 	const char *db;
 	const char *schema;
 	const char *from;
+	const char *to;
 	bool follow;
 	strv types;
 	strv streams;
@@ -590,6 +594,34 @@ out:
 	return st;
 }
 
+/* ---- projections (cmd_projections.c) ---- */
+
+static int cmd_rebuild(const command *cmd, args *a)
+{
+	(void)cmd;
+	return disctl_rebuild(a->db, a->schema, a->operands[0]);
+}
+
+static int cmd_index(const command *cmd, args *a)
+{
+	(void)cmd;
+	return disctl_index(a->db, a->schema, a->operands[0]);
+}
+
+/* ---- listeners (cmd_listeners.c) ---- */
+
+static int cmd_listeners(const command *cmd, args *a)
+{
+	(void)cmd;
+	return disctl_listeners(a->db, a->schema);
+}
+
+static int cmd_reset(const command *cmd, args *a)
+{
+	(void)cmd;
+	return disctl_reset(a->db, a->schema, a->operands[0], a->to);
+}
+
 /* ---- the table ---- */
 
 static const command commands[] = {
@@ -634,6 +666,59 @@ static const command commands[] = {
 			"waiting\nfor new events until SIGINT or SIGTERM, "
 			"then exit 0.",
 	},
+	{
+		.name = "rebuild",
+		.run = cmd_rebuild,
+		.opts = OPT_DB | OPT_SCHEMA,
+		.min_operands = 1,
+		.max_operands = 1,
+		.synopsis = "rebuild --schema FILE PROJECTION",
+		.help = "Rebuild an installed projection from the whole log "
+			"without\ndowntime: build PROJECTION__rebuild under "
+			"the listener\nPROJECTION:rebuild, then swap it in "
+			"and move the checkpoints of\nthe projection's "
+			"listeners, in one transaction. SIGINT or\nSIGTERM "
+			"cancels (the live table stays).",
+	},
+	{
+		.name = "index",
+		.run = cmd_index,
+		.opts = OPT_DB | OPT_SCHEMA,
+		.min_operands = 1,
+		.max_operands = 1,
+		.synopsis = "index --schema FILE ID",
+		.help = "Fill the column of domain id ID for events stored "
+			"before the\nschema declared it: migrate for the "
+			"schema, then run the\nlistener index:ID over the "
+			"log until it has passed the newest\nevent.",
+	},
+	{
+		.name = "listeners",
+		.run = cmd_listeners,
+		.opts = OPT_DB | OPT_SCHEMA,
+		.synopsis = "listeners",
+		.help = "Show every listener as the database records it: its "
+			"checkpoint,\nthe head of the log, the events of its "
+			"types past the checkpoint\n(BEHIND) and the age of "
+			"the oldest of them (LAG), its state,\nthe attempts "
+			"at its failing event, its dead letters, when a\n"
+			"runtime last wrote its row, and its last error.",
+	},
+	{
+		.name = "reset",
+		.run = cmd_reset,
+		.opts = OPT_DB | OPT_SCHEMA | OPT_TO,
+		.min_operands = 1,
+		.max_operands = 1,
+		.synopsis = "reset LISTENER [--to POSITION]",
+		.help = "Move LISTENER's checkpoint to POSITION (TX:ID, or an "
+			"event id N:\ncontinue after event N; default 0, the "
+			"start) and clear its\nfailure state, e.g. to "
+			"reproject from scratch or to skip a\npoison event. "
+			"Waits for a batch in flight; running listeners\n"
+			"pick the new checkpoint up at their next batch, and "
+			"a listener\nstopped on a poison event resumes.",
+	},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -671,6 +756,7 @@ static int run_command(const command *c, int argc, char **argv, const char *db)
 		{"type", required_argument, NULL, 't'},
 		{"stream", required_argument, NULL, 'S'},
 		{"where", required_argument, NULL, 'w'},
+		{"to", required_argument, NULL, 'T'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -680,7 +766,7 @@ static int run_command(const command *c, int argc, char **argv, const char *db)
 	} optbits[] = {
 		{'d', OPT_DB},     {'s', OPT_SCHEMA}, {'f', OPT_FROM},
 		{'F', OPT_FOLLOW}, {'t', OPT_TYPE},   {'S', OPT_STREAM},
-		{'w', OPT_WHERE},
+		{'w', OPT_WHERE},  {'T', OPT_TO},
 	};
 	args a = {0};
 	int ch, idx, st;
@@ -735,6 +821,7 @@ static int run_command(const command *c, int argc, char **argv, const char *db)
 		case 't': a.types.v[a.types.n++] = optarg; break;
 		case 'S': a.streams.v[a.streams.n++] = optarg; break;
 		case 'w': a.wheres.v[a.wheres.n++] = optarg; break;
+		case 'T': a.to = optarg; break;
 		}
 	}
 	a.operands = argv + optind;

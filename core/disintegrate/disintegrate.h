@@ -10,5 +10,7 @@
 #include <disintegrate/listener.h>
 #include <disintegrate/decision.h>
 #include <disintegrate/harness.h>
+#include <disintegrate/projection.h>
+#include <disintegrate/metrics.h>
 
 #endif

@@ -54,6 +54,20 @@ DIS_API int dis_filter_where_uuid(dis_filter *f, const char *id,
 				  const char *uuid);
 DIS_API int dis_filter_after(dis_filter *f, dis_position pos);
 
+/*
+ * Restricts every filter of the query (add them first) to shard k of n by
+ * domain id `id`: an event of a type declaring `id` is in shard
+ * (first 32 bits of md5(text of the value)) mod n, where the text is the
+ * string (UTF-8), the decimal number or the lower-case UUID; events of
+ * types without `id`, or with a null value, are in shard 0. So the n
+ * sharded copies of a query select every event of it exactly once, and
+ * all events with the same id value in the same shard. DIS_EINVAL when
+ * k >= n, the query has no filter or is already sharded, or none of its
+ * types declares `id`; DIS_ENOTFOUND for an unknown id.
+ */
+DIS_API int dis_query_shard(dis_query *query, const char *id, uint32_t n,
+			    uint32_t k);
+
 /* 0 when the query is usable, else its first error. */
 DIS_API int dis_query_check(const dis_query *query);
 DIS_API const char *dis_query_errmsg(const dis_query *query);

@@ -105,12 +105,22 @@ typedef struct dis_listener_config {
 	dis_poison_action on_poison;
 	/* Log a warning when a transaction holds the barrier back this long. */
 	uint32_t wait_warn_ms;
+	/*
+	 * Wait for each batch's COMMIT to reach disk (synchronous_commit).
+	 * Off by default: a server crash may then undo the last batches
+	 * (their read-model writes and checkpoint together; the events are
+	 * delivered again), and nothing durable can depend on an undone
+	 * batch, because WAL is flushed in order. On, a batch costs one
+	 * WAL flush, which bounds latency on slow disks.
+	 */
+	bool durable_commit;
 } dis_listener_config;
 
 /*
  * Fills `cfg` with the defaults: poll every 5 s, fetch_size 1000, notifier
  * on, exponential retry from 100 ms to 30 s with jitter 0.2 and at most 10
- * attempts, poison events stop the listener, warn after 5 s of waiting.
+ * attempts, poison events stop the listener, warn after 5 s of waiting,
+ * asynchronous commit of batches.
  */
 DIS_API void dis_listener_config_init(dis_listener_config *cfg);
 
@@ -159,6 +169,22 @@ DIS_API uint32_t dis_batch_attempt(const dis_batch *batch);
  */
 DIS_API int dis_batch_fail(dis_batch *batch, int code, const char *fmt, ...)
 	DIS_PRINTF(3, 4);
+
+/*
+ * Queues a statement in the batch transaction without waiting for its
+ * result (libpq pipeline mode): a projection writing a row per event
+ * costs no round trip per event. The text is prepared once per
+ * connection (up to 32 distinct texts; more run unprepared). Results are
+ * collected before the batch commits; when a queued statement fails, the
+ * event whose handler queued it fails (retry and poison rules apply) and
+ * the batch rolls back to before it. Parameters as PQexecParams (text
+ * unless formats says binary); results are discarded. dis_batch_conn()
+ * and dis_batch_store() collect what is queued first, so a handler may mix
+ * both. Returns 0, or an error recorded as with dis_batch_fail().
+ */
+DIS_API int dis_batch_exec(dis_batch *batch, const char *sql, int nparams,
+			   const char *const *values, const int *lengths,
+			   const int *formats);
 
 /* ---- the runtime ---- */
 

@@ -34,7 +34,10 @@ static const char *schema_json =
 	" {\"type\": \"record\", \"name\": \"BranchOpened\", \"fields\": ["
 	"  {\"name\": \"branch_no\", \"type\": \"long\","
 	"   \"disintegrate.id\": true},"
-	"  {\"name\": \"city\", \"type\": \"string\"}]}]";
+	"  {\"name\": \"city\", \"type\": \"string\"}]},"
+	" {\"type\": \"record\", \"name\": \"CardIssued\", \"fields\": ["
+	"  {\"name\": \"card\", \"type\": {\"type\": \"string\","
+	"   \"logicalType\": \"uuid\"}, \"disintegrate.id\": true}]}]";
 
 static const char *sample_events[] = {
 	"{\"type\": \"AccountOpened\", \"data\": {\"account_id\": \"A\", "
@@ -279,7 +282,7 @@ static void test_init_is_idempotent(void **state)
 
 	(void)state;
 	assert_int_equal(r.status, 0);
-	assert_non_null(strstr(r.out, "3 event types"));
+	assert_non_null(strstr(r.out, "4 event types"));
 	result_free(&r);
 	free(db);
 }
@@ -331,6 +334,7 @@ static void test_bad_line_appends_nothing(void **state)
 		"{\"type\": \"Deposited\", \"data\": {\"account_id\": \"A\", "
 		"\"amount\": 1}, \"extra\": 1}",
 		"not json",
+		"{\"type\": \"CardIssued\", \"data\": {\"card\": \"12\"}}",
 	};
 	char *db = fresh_store();
 	run_result r;
@@ -490,6 +494,10 @@ static void test_usage_errors(void **state)
 	{
 		const char *a[] = {"--where", "branch_no=seven", NULL};
 		expect_status(db, a, 1, "whole number");
+	}
+	{
+		const char *a[] = {"--where", "card=12", NULL};
+		expect_status(db, a, 1, "12");
 	}
 	{
 		const char *a[] = {"--where", "nosuch=1", NULL};

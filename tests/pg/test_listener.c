@@ -94,6 +94,51 @@ static dis_listener_stats stats_of(dis_runtime *rt, const char *id)
 	return out;
 }
 
+/*
+ * dis_listener_reset from another thread (as `disctl reset` from another
+ * process): it waits for the row lock of a batch in flight, which needs
+ * this thread's loop to finish.
+ */
+typedef struct reset_job {
+	fixture *f;
+	const char *id;
+	dis_position to;
+	int rc;
+	volatile int done;
+} reset_job;
+
+static void *reset_thread(void *p)
+{
+	reset_job *j = p;
+	dis_store *st;
+	char err[256];
+
+	j->rc = dis_store_open(j->f->conninfo, j->f->schema, &st, err,
+			       sizeof(err));
+	if (!j->rc) {
+		j->rc = dis_listener_reset(st, j->id, j->to);
+		dis_store_free(st);
+	}
+	__atomic_store_n(&j->done, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static bool reset_done(void *arg)
+{
+	return __atomic_load_n(&((reset_job *)arg)->done, __ATOMIC_SEQ_CST);
+}
+
+static int reset_running(fixture *f, const char *id, dis_position to)
+{
+	reset_job j = {f, id, to, -100, 0};
+	pthread_t t;
+
+	assert_int_equal(pthread_create(&t, NULL, reset_thread, &j), 0);
+	assert_true(tl_run_until(f->base, reset_done, &j, 10000));
+	pthread_join(t, NULL);
+	return j.rc;
+}
+
 /* ---- ports of disintegrate-postgres's tests ---- */
 
 /* it_handles_events / it_runs_event_listeners: the poller delivers. */
@@ -159,17 +204,18 @@ static void test_notifier_delivers(void **state)
 		tl_run_for(f->base, 5);
 	assert_true(dis_runtime_notifier_connected(f->rt));
 	for (int i = 1; i <= 5; i++) {
+		t0 = tl_now();
 		tl_append(f->store,
 			  tl_added(f->schema, "cart_1", "product_1", i));
-		t0 = tl_now();
 		w.n = i;
 		assert_true(tl_run_until(f->base, handled_n, &w, 3000));
-		if (tl_now() - t0 > worst)
-			worst = tl_now() - t0;
+		if (c.last_at - t0 > worst)
+			worst = c.last_at - t0;
 	}
 	print_message("notifier: worst commit-to-handler %.1f ms\n",
 		      worst * 1000);
 	assert_true(worst < 2.0);
+	tl_run_for(f->base, 50);
 	s = stats_of(f->rt, "carts");
 	assert_int_equal(s.events_handled, 5);
 	assert_int_equal(s.state, DIS_LISTENER_RUNNING);
@@ -196,6 +242,8 @@ static void test_checkpoint_advances_past_other_types(void **state)
 	assert_true(tl_run_until(f->base, caught_up, f, 10000));
 	for (int i = 0; i < 400 && !dis_runtime_notifier_connected(f->rt); i++)
 		tl_run_for(f->base, 5);
+	/* (LISTEN coming up wakes the listener once.) */
+	tl_run_for(f->base, 200);
 	s0 = stats_of(f->rt, "carts");
 	for (int i = 0; i < 20; i++)
 		tl_append(f->store, tl_other(f->schema, i));
@@ -465,7 +513,7 @@ static void test_corrupt_payload_stops(void **state)
 			 1);
 	/* The operator skips it: the running listener resumes. */
 	assert_int_equal(dis_store_position_of(f->store, bad, &after_bad), 0);
-	assert_int_equal(dis_listener_reset(f->store, "carts", after_bad), 0);
+	assert_int_equal(reset_running(f, "carts", after_bad), 0);
 	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
 	s = stats_of(f->rt, "carts");
 	assert_int_equal(s.state, DIS_LISTENER_RUNNING);
@@ -609,9 +657,18 @@ typedef struct thread_arg {
 	int rc;
 } thread_arg;
 
+/* Committed events (the handler also sees redelivered ones). */
 static bool thread_done(void *arg)
 {
-	return ((tl_counter *)arg)->handled >= 200;
+	dis_listener_stats *st;
+	size_t n;
+	bool done;
+
+	if (dis_runtime_stats(arg, &st, &n))
+		return false;
+	done = n == 1 && st[0].events_handled >= 200;
+	dis_free(st);
+	return done;
 }
 
 static void *thread_main(void *p)
@@ -640,13 +697,15 @@ static void *thread_main(void *p)
 	dis_runtime_add_listener(rt, a->id, q, tl_cart_handler, &c, &cfg);
 	dis_query_free(q);
 	dis_runtime_start(rt);
-	for (double end = tl_now() + 20; !thread_done(&c) && tl_now() < end;)
+	for (double end = tl_now() + 20; !thread_done(rt) && tl_now() < end;)
 		tl_run_for(base, 10);
 	dis_runtime_stop(rt, tl_stopped, &st);
 	for (double end = tl_now() + 20; !st.done && tl_now() < end;)
 		tl_run_for(base, 10);
-	a->got = c.handled;
-	a->rc = st.done && !c.out_of_order ? 0 : 1;
+	a->got = thread_done(rt) ? 200 : c.handled;
+	/* No out-of-order check: both threads' projections update the same
+	 * totals rows, so their batches may deadlock and be redelivered. */
+	a->rc = st.done ? 0 : 1;
 	dis_runtime_free(rt);
 	event_base_free(base);
 	return NULL;
@@ -863,11 +922,8 @@ static void test_reset_replays(void **state)
 	dis_free(info);
 	/* Reprojection: truncate the read model, move the checkpoint back. */
 	dt_exec(f->conn, "TRUNCATE carts, totals, handled");
-	assert_int_equal(dis_listener_reset(f->store, "carts",
-					    DIS_POSITION_START),
-			 0);
-	assert_int_equal(dis_listener_reset(f->store, "nope",
-					    DIS_POSITION_START),
+	assert_int_equal(reset_running(f, "carts", DIS_POSITION_START), 0);
+	assert_int_equal(reset_running(f, "nope", DIS_POSITION_START),
 			 DIS_ENOTFOUND);
 	w.n = 20;
 	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
@@ -985,7 +1041,229 @@ static void test_bad_arguments(void **state)
 	dis_schema_free(other);
 }
 
-int main(void)
+/* ---- pipelined writes ---- */
+
+/* Queued writes commit with the checkpoint; a failing one is pinned on
+ * its event, which is retried and dead-lettered; the rest commit once. */
+static void test_pipelined_writes(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	total_wait w = {f, 199};
+	int64_t bad = 0;
+	char sql[256];
+
+	cfg.retry.kind = DIS_RETRY_FIXED;
+	cfg.retry.delay_ms = 5;
+	cfg.retry.max_attempts = 3;
+	cfg.on_poison = DIS_POISON_DEAD_LETTER;
+	cfg.fetch_size = 64;
+	for (int i = 0; i < 200; i++) {
+		int64_t id = tl_append(f->store,
+				       tl_added(f->schema, "c", "p", 1));
+
+		if (i == 137)
+			bad = id;
+	}
+	c.always_fail_id = (int)bad;
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler_q, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_rows, &w, 15000));
+	tl_run_for(f->base, 100);
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"),
+			 199);
+	assert_int_equal(tl_count(f->conn, "SELECT count(DISTINCT event_id) "
+					   "FROM handled"),
+			 199);
+	/* Its carts and totals rows rolled back with it. */
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM carts"), 199);
+	assert_int_equal(tl_count(f->conn, "SELECT quantity FROM totals"),
+			 199);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM event_dead_letter WHERE event_id = %"
+		 PRId64 " AND attempts = 3 AND error LIKE '%%null value%%'",
+		 bad);
+	assert_int_equal(tl_count(f->conn, sql), 1);
+}
+
+/* A handler may queue writes and then use the connection directly. */
+static int mixed_handler(void *arg, dis_batch *b, const dis_event *ev)
+{
+	char id[24];
+	const char *v[2];
+	PGresult *r;
+	int ok;
+
+	(void)arg;
+	snprintf(id, sizeof(id), "%" PRId64, dis_event_id(ev));
+	v[0] = dis_batch_listener_id(b);
+	v[1] = id;
+	if (dis_batch_exec(b, "INSERT INTO handled (listener, event_id) "
+			      "VALUES ($1, $2::bigint)",
+			   2, v, NULL, NULL))
+		return DIS_EPG;
+	/* Sees its own queued row: the queue is synced first. */
+	r = PQexecParams(dis_batch_conn(b),
+			 "SELECT count(*) FROM handled WHERE event_id = $1",
+			 1, NULL, &v[1], NULL, NULL, 0);
+	ok = PQresultStatus(r) == PGRES_TUPLES_OK &&
+	     !strcmp(PQgetvalue(r, 0, 0), "1");
+	PQclear(r);
+	return ok ? 0 : dis_batch_fail(b, DIS_EPG, "queued row not seen");
+}
+
+static void test_mixed_queue_and_conn(void **state)
+{
+	fixture *f = *state;
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	total_wait w = {f, 30};
+
+	cfg.retry.kind = DIS_RETRY_ABORT;
+	tl_append_carts(f->store, f->schema, 30, 7);
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  mixed_handler, NULL, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_rows, &w, 10000));
+	tl_run_for(f->base, 50);
+	assert_int_equal(stats_of(f->rt, "carts").errors, 0);
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 30);
+}
+
+/* A policy: the handler appends an event in the batch transaction. */
+static int policy_handler(void *arg, dis_batch *b, const dis_event *ev)
+{
+	dis_event *out;
+	int rc;
+
+	(void)arg;
+	rc = dis_event_new(dis_event_schema(ev), "Other", &out);
+	if (!rc)
+		rc = dis_event_set_long(out, "n", dis_event_id(ev));
+	if (!rc)
+		rc = dis_store_append(dis_batch_store(b), &out, 1, NULL, NULL,
+				      NULL);
+	dis_event_free(out);
+	return rc;
+}
+
+static void test_policy_appends_in_batch(void **state)
+{
+	fixture *f = *state;
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	const char *other[] = {"Other"};
+	dis_query *qo = tl_query_types(f->schema, other, 1);
+	tl_counter c = {0};
+	wait_n w = {&c, 40};
+
+	tl_append_carts(f->store, f->schema, 40, 3);
+	assert_int_equal(dis_runtime_add_listener(f->rt, "policy", q,
+						  policy_handler, NULL, &cfg),
+			 0);
+	/* A second listener sees the policy's events. */
+	assert_int_equal(dis_runtime_add_listener(f->rt, "others", qo,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	dis_query_free(qo);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	tl_run_for(f->base, 100);
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM event WHERE "
+					   "event_type = 'Other'"),
+			 40);
+	assert_int_equal(c.handled, 40);
+}
+
+/* ---- disctl listeners / disctl reset ---- */
+
+static const char *disctl_path;
+
+static int run_disctl(const char *conninfo, const char *args, char *out,
+		      size_t len)
+{
+	char cmd[1024];
+	FILE *p;
+	size_t n;
+	int st;
+
+	snprintf(cmd, sizeof(cmd), "'%s' --db '%s' %s 2>&1", disctl_path,
+		 conninfo, args);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	n = fread(out, 1, len - 1, p);
+	out[n] = '\0';
+	st = pclose(p);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_disctl_listeners_reset(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	wait_n w = {&c, 5};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	char out[4096], args[128];
+	int64_t ids[5];
+
+	if (!disctl_path)
+		fail_msg("pass the disctl binary as the first argument");
+	for (int i = 0; i < 5; i++)
+		ids[i] = tl_append(f->store, tl_added(f->schema, "c", "p", 1));
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(run_disctl(f->conninfo, "listeners", out,
+				    sizeof(out)),
+			 0);
+	print_message("%s", out);
+	assert_non_null(strstr(out, "LISTENER"));
+	assert_non_null(strstr(out, "carts"));
+	assert_non_null(strstr(out, "running"));
+	/* Back to after event 2: three events behind. */
+	snprintf(args, sizeof(args), "reset carts --to %" PRId64, ids[1]);
+	assert_int_equal(run_disctl(f->conninfo, args, out, sizeof(out)), 0);
+	print_message("%s", out);
+	assert_int_equal(run_disctl(f->conninfo, "listeners", out,
+				    sizeof(out)),
+			 0);
+	print_message("%s", out);
+	assert_non_null(strstr(out, " 3 "));
+	assert_int_equal(run_disctl(f->conninfo, "reset nope", out,
+				    sizeof(out)),
+			 1);
+	assert_int_equal(run_disctl(f->conninfo, "reset carts --to x:y", out,
+				    sizeof(out)),
+			 1);
+	assert_int_equal(run_disctl(f->conninfo, "reset carts --to 0", out,
+				    sizeof(out)),
+			 0);
+	/* The projection is rebuilt from the start on the next run. */
+	dt_exec(f->conn, "TRUNCATE carts, totals, handled");
+	c.handled = 0;
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 5);
+}
+
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_runs_event_listener, setup,
@@ -1027,8 +1305,19 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_bad_arguments, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_pipelined_writes, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_mixed_queue_and_conn,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_policy_appends_in_batch,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_disctl_listeners_reset,
+						setup, teardown),
 	};
 
+	disctl_path = argc > 1 ? argv[1] : NULL;
 	dt_require_pg();
+	if (getenv("DIS_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("DIS_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
