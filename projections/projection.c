@@ -877,13 +877,12 @@ static int value_text(avro_value_t *v, dis__buf *b, bool *null)
 	}
 }
 
-static int run_stmt(dis_projection *p, PGconn *conn, tstmt *st,
-		    const char *table, const dis_event *ev)
+/* Renders the statement for `table` (cached) and binds its parameters
+ * from `ev` into p->values. */
+static int prepare_stmt(dis_projection *p, tstmt *st, const char *table,
+			const dis_event *ev)
 {
 	avro_value_t *rec = dis_event_avro((dis_event *)ev);
-	PGresult *res;
-	ExecStatusType rs;
-	int rc = 0;
 
 	if (!st->rendered || strcmp(st->rendered_for, table)) {
 		char *r = render(&st->t, table);
@@ -923,29 +922,18 @@ static int run_stmt(dis_projection *p, PGconn *conn, tstmt *st,
 		if (!null && !p->values[i])
 			return pfail(p, DIS_ENOMEM, "out of memory");
 	}
-	res = PQexecParams(conn, st->rendered, (int)st->t.nparams, NULL,
-			   p->values, NULL, NULL, 0);
-	rs = PQresultStatus(res);
-	if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK) {
-		char what[160];
-
-		snprintf(what, sizeof(what),
-			 "projection %s: event %" PRId64 " (%s)", p->name,
-			 dis_event_id(ev), dis_event_type(ev));
-		rc = dis__pq_fail(conn, res, what, p->errmsg,
-				  sizeof(p->errmsg));
-	}
-	PQclear(res);
-	return rc;
+	return 0;
 }
 
-int dis_projection_apply(dis_projection *p, PGconn *conn, const char *table,
-			 const dis_event *ev)
+/*
+ * Runs the statements for `ev`: queued in the batch (pipelined, no round
+ * trip per event) when `batch` is given, else one by one on `conn`.
+ */
+static int apply(dis_projection *p, PGconn *conn, dis_batch *batch,
+		 const char *table, const dis_event *ev)
 {
 	int t, rc;
 
-	if (!p || !conn || !ev)
-		return DIS_EINVAL;
 	if (dis_event_schema(ev) != p->schema)
 		return pfail(p, DIS_EINVAL,
 			     "projection %s: the event belongs to another "
@@ -955,21 +943,67 @@ int dis_projection_apply(dis_projection *p, PGconn *conn, const char *table,
 		return pfail(p, DIS_EINVAL, "bad table name");
 	t = dis__event_type_index(ev);
 	for (size_t i = 0; i < p->nstmts; i++) {
-		if (p->stmts[i].type != t)
+		tstmt *st = &p->stmts[i];
+		PGresult *res;
+		ExecStatusType rs;
+
+		if (st->type != t)
 			continue;
-		rc = run_stmt(p, conn, &p->stmts[i], table ? table : p->name,
-			      ev);
-		if (rc)
+		if ((rc = prepare_stmt(p, st, table ? table : p->name, ev)))
 			return rc;
+		if (batch) {
+			rc = dis_batch_exec(batch, st->rendered,
+					    (int)st->t.nparams, p->values, NULL,
+					    NULL);
+			if (rc)
+				return pfail(p, rc,
+					     "projection %s: event %" PRId64
+					     " (%s): cannot queue a statement",
+					     p->name, dis_event_id(ev),
+					     dis_event_type(ev));
+			continue;
+		}
+		res = PQexecParams(conn, st->rendered, (int)st->t.nparams, NULL,
+				   p->values, NULL, NULL, 0);
+		rs = PQresultStatus(res);
+		if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK) {
+			char what[160];
+
+			snprintf(what, sizeof(what),
+				 "projection %s: event %" PRId64 " (%s)",
+				 p->name, dis_event_id(ev), dis_event_type(ev));
+			rc = dis__pq_fail(conn, res, what, p->errmsg,
+					  sizeof(p->errmsg));
+			PQclear(res);
+			return rc;
+		}
+		PQclear(res);
 	}
 	return 0;
+}
+
+int dis_projection_apply(dis_projection *p, PGconn *conn, const char *table,
+			 const dis_event *ev)
+{
+	if (!p || !conn || !ev)
+		return DIS_EINVAL;
+	return apply(p, conn, NULL, table, ev);
+}
+
+int dis__projection_apply_batch(dis_projection *p, dis_batch *batch,
+				const char *table, const dis_event *ev)
+{
+	return apply(p, NULL, batch, table, ev);
 }
 
 int dis_projection_handler(void *arg, dis_batch *batch, const dis_event *ev)
 {
 	dis_projection *p = arg;
-	int rc = dis_projection_apply(p, dis_batch_conn(batch), NULL, ev);
+	int rc;
 
+	if (!p || !batch || !ev)
+		return DIS_EINVAL;
+	rc = apply(p, NULL, batch, NULL, ev);
 	if (rc)
 		return dis_batch_fail(batch, rc, "%s", p->errmsg);
 	return 0;

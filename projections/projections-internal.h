@@ -36,6 +36,10 @@ char *dis__projection_sql(const dis_projection *p, size_t i,
 			  const char *table);
 const char *dis__projection_param(const dis_projection *p, size_t i,
 				  size_t n);
+/* dis_projection_handler's work against `table` (NULL: the projection's):
+ * the statements are queued in the batch (dis_batch_exec). */
+int dis__projection_apply_batch(dis_projection *p, dis_batch *batch,
+				const char *table, const dis_event *ev);
 /* Creates dis_projection when missing (inside the caller's transaction,
  * serialised by an advisory lock). */
 int dis__projection_migrate(PGconn *conn, char *err, size_t errlen);

@@ -248,8 +248,7 @@ static int prepare(rb *r)
 static int rb_handler(void *arg, dis_batch *batch, const dis_event *ev)
 {
 	rb *r = arg;
-	int rc = dis_projection_apply(r->p, dis_batch_conn(batch), r->shadow,
-				      ev);
+	int rc = dis__projection_apply_batch(r->p, batch, r->shadow, ev);
 
 	if (rc)
 		return dis_batch_fail(batch, rc, "%s",

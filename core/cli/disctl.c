@@ -662,9 +662,11 @@ static const command commands[] = {
 			"--type and --stream select\nevent types (default: "
 			"all); --where ID=VALUE keeps the events\nwhose domain "
 			"id ID equals VALUE (types without that id are\nkept, "
-			"as in every stream query). With --follow, keep "
-			"waiting\nfor new events until SIGINT or SIGTERM, "
-			"then exit 0.",
+			"as in every stream query). Every event committed "
+			"before the\nstart is printed (if an older "
+			"transaction is still open, tail\nwaits for it); "
+			"with --follow, tail then keeps waiting for new\n"
+			"events until SIGINT or SIGTERM, and exits 0.",
 	},
 	{
 		.name = "rebuild",
