@@ -734,6 +734,76 @@ static void test_statement_cache(void **state)
 	dis_query_free(zz);
 }
 
+/*
+ * Schema evolution through the registry: events written with an older
+ * schema are decoded with it and resolved to the reader's schema, and a
+ * field added since reads back its default.
+ */
+static void test_evolution_through_registry(void **state)
+{
+	fixture *f = *state;
+	char *fresh = dt_fresh_db();
+	dis_schema *v1 = dt_schema(
+		"{\"type\":\"record\",\"name\":\"Joined\",\"fields\":["
+		"{\"name\":\"member\",\"type\":\"string\","
+		"\"disintegrate.id\":true},"
+		"{\"name\":\"age\",\"type\":\"int\"}]}");
+	dis_schema *v2 = dt_schema(
+		"{\"type\":\"record\",\"name\":\"Joined\",\"fields\":["
+		"{\"name\":\"member\",\"type\":\"string\","
+		"\"disintegrate.id\":true},"
+		"{\"name\":\"age\",\"type\":\"long\"},"
+		"{\"name\":\"level\",\"type\":\"string\","
+		"\"default\":\"bronze\"},"
+		"{\"name\":\"referrer\",\"type\":[\"null\",\"string\"],"
+		"\"default\":null}]}");
+	dis_store *old = dt_store(fresh, v1), *cur = dt_store(fresh, v2);
+	dis_query *q;
+	dis_filter *flt;
+	collected c = {0};
+	dis_event *ev;
+	const char *level;
+	int64_t age;
+
+	(void)f;
+	assert_int_equal(dis_event_new(v1, "Joined", &ev), 0);
+	assert_int_equal(dis_event_set_string(ev, "member", "m1"), 0);
+	assert_int_equal(dis_event_set_int(ev, "age", 41), 0);
+	append1(old, ev, NULL, NULL, 0);
+	assert_int_equal(dis_event_new(v2, "Joined", &ev), 0);
+	assert_int_equal(dis_event_set_string(ev, "member", "m2"), 0);
+	assert_int_equal(dis_event_set_long(ev, "age", 7), 0);
+	assert_int_equal(dis_event_set_string(ev, "level", "gold"), 0);
+	append1(cur, ev, NULL, NULL, 0);
+
+	assert_int_equal(dis_query_new(v2, &q), 0);
+	assert_int_equal(dis_query_add_filter(q, &flt), 0);
+	if (dis_store_load(cur, q, collect, &c, NULL))
+		fail_msg("load: %s", dis_store_errmsg(cur));
+	assert_int_equal(c.n, 2);
+	/* Written with v1: int promoted to long, new fields defaulted. */
+	assert_int_equal(dis_event_get_long(c.ev[0], "age", &age), 0);
+	assert_int_equal(age, 41);
+	assert_int_equal(dis_event_get_string(c.ev[0], "level", &level), 0);
+	assert_string_equal(level, "bronze");
+	assert_true(dis_event_is_null(c.ev[0], "referrer"));
+	assert_int_equal(dis_event_get_string(c.ev[1], "level", &level), 0);
+	assert_string_equal(level, "gold");
+	collected_free(&c);
+	dis_query_free(q);
+
+	PGconn *pg = dt_connect(fresh);
+	char *n = dt_scalar(pg, "SELECT count(*) FROM event_schema");
+	assert_string_equal(n, "2");
+	free(n);
+	PQfinish(pg);
+	dis_store_free(old);
+	dis_store_free(cur);
+	dis_schema_free(v1);
+	dis_schema_free(v2);
+	free(fresh);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -771,6 +841,8 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_statement_cache, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_evolution_through_registry,
+						setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
