@@ -177,6 +177,102 @@ int dis__store_fail(dis_store *store, int code, const char *fmt, ...)
 /* Maps a failed PGresult to a DIS_E* code and records its message. */
 int dis__store_pg_fail(dis_store *store, const struct pg_result *res,
 		       const char *what);
+/* DIS_E* code of a SQLSTATE (NULL: DIS_EPG). */
+int dis__sqlstate_code(const char *sqlstate);
+
+/*
+ * The statements of dis_store_load and dis_store_append, built without
+ * being run, for code that sends them itself (the asynchronous decision
+ * runtime). Binary results.
+ *
+ * Load: events matching `query` (and that `since`, a version text, did
+ * not see, when not NULL) with the version of the read. Result column 0
+ * is the version text, DIS__EVENT_COLUMNS follow from column 1; with no
+ * match there is one row whose event columns are NULL.
+ */
+int dis__load_sql(const dis_query *query, const char *since, dis__sql *sql);
+/* Calls fn for each event row of a load result; *version (may be NULL)
+ * gets the version of the read. */
+int dis__load_result(dis_store *store, const struct pg_result *res,
+		     dis_event_fn fn, void *arg, dis_version **version);
+
+/* One advisory-lock key of an append (DESIGN section 6). */
+typedef struct dis__lock {
+	int64_t key;
+	bool exclusive;
+} dis__lock;
+
+/*
+ * An append, ready to send: the lock statement's keys, then the
+ * check-and-insert statement, then the notification (run after the
+ * commit). The insert returns one row per event (event_id, tx), or none
+ * when the check found a conflict.
+ */
+typedef struct dis__append {
+	dis__lock *locks; /* sorted by key, unique; exclusive wins */
+	size_t nlocks;
+	dis__sql insert;  /* text; params: binary arrays, then text values */
+	int *lengths;     /* of the insert's params */
+	int *formats;
+	char *notify;     /* the notification's payload */
+	size_t nevents;
+	bool checked;     /* has a validation query */
+} dis__append;
+
+/*
+ * Takes the keys in array order (a function scan of unnest yields its
+ * rows in order, each evaluated before the next): plain SQL, about 20 us
+ * of server time cheaper per append than the plpgsql dis_lock_keys(),
+ * which stays for older clients.
+ */
+#define DIS__LOCK_SQL                                                     \
+	"SELECT CASE WHEN u.e THEN pg_advisory_xact_lock(u.k) ELSE "      \
+	"pg_advisory_xact_lock_shared(u.k) END FROM unnest($1::int8[], " \
+	"$2::bool[]) AS u(k, e)"
+#define DIS__NOTIFY_SQL "SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1)"
+
+/*
+ * Builds the append of `n` events (encoded now) under `validation` (may
+ * be NULL) at `version` (NULL: saw nothing). The store must know its
+ * schema's registry id (dis__store_schema_id_known), else DIS_ESTATE.
+ * Errors are recorded on the store. Free with dis__append_free, also
+ * after a failure.
+ */
+int dis__append_build(dis_store *store, dis_event *const *events, size_t n,
+		      const dis_query *validation, const dis_version *version,
+		      dis__append *out);
+void dis__append_free(dis__append *a);
+/* The two binary array parameters of DIS__LOCK_SQL for `locks`. */
+int dis__lock_params(const dis__lock *locks, size_t n, dis__buf *keys,
+		     dis__buf *excl);
+/*
+ * Reads the insert's result: 0 (each event gets its id and position,
+ * ids_out may be NULL), DIS_ECONFLICT (no row: the check failed) or
+ * DIS_EPG; recorded on the store.
+ */
+int dis__append_result(dis_store *store, const struct pg_result *res,
+		       const dis__append *a, dis_event *const *events,
+		       int64_t *ids_out);
+/*
+ * The schema registry id: whether the store knows it, the statement that
+ * registers the schema (if needed) and returns its id (params: the
+ * fingerprint and the schema JSON, as dis__store_schema_params gives), and
+ * setting it from that statement's result.
+ */
+bool dis__store_schema_id_known(const dis_store *store);
+#define DIS__SCHEMA_REGISTER_SQL                                             \
+	"WITH ins AS (INSERT INTO event_schema (fingerprint, schema) VALUES " \
+	"($1, $2) ON CONFLICT (fingerprint) DO NOTHING RETURNING id) "      \
+	"SELECT id FROM ins UNION ALL SELECT id FROM event_schema WHERE "   \
+	"fingerprint = $1"
+void dis__store_schema_params(const dis_store *store, const char *vals[2]);
+void dis__store_set_schema_id(dis_store *store, int32_t id);
+/*
+ * Points a store made by dis_store_wrap at another connection (NULL: none,
+ * e.g. after the old one was closed; dis_store_free is then safe): the
+ * statements it prepared on the old one are forgotten.
+ */
+void dis__store_rebind(dis_store *store, struct pg_conn *conn);
 
 
 

@@ -100,4 +100,18 @@ int dis__decision_fail(dis_decision *d, int code, const char *fmt, ...)
 /* The emitted events, for the append. */
 dis_event *const *dis__decision_events(const dis_decision *d, size_t *n);
 
+/*
+ * One load of every state at once (no snapshots), for the asynchronous
+ * runtime: load_begin (after reset) gives the load's query, NULL when the
+ * decision has no states; apply feeds one loaded event to the states it
+ * matches (a failed mutate is recorded as the result and returned);
+ * set_version hands the load's version over to the decision.
+ */
+const dis_query *dis__decision_load_begin(dis_decision *d);
+int dis__decision_apply(dis_decision *d, const dis_event *ev);
+void dis__decision_set_version(dis_decision *d, dis_version *v);
+void dis__decision_set_attempts(dis_decision *d, unsigned attempts);
+/* Records success: result 0, no message. */
+void dis__decision_succeed(dis_decision *d);
+
 #endif

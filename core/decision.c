@@ -1076,6 +1076,42 @@ static int load_states(dis_maker *m, dis_decision *d)
 	return rc;
 }
 
+/* The steps of one load over all states, for the asynchronous runtime. */
+
+const dis_query *dis__decision_load_begin(dis_decision *d)
+{
+	for (size_t i = 0; i < d->nstates; i++)
+		d->states[i].group = 0;
+	return dis__decision_all(d);
+}
+
+int dis__decision_apply(dis_decision *d, const dis_event *ev)
+{
+	struct dispatch dp = {NULL, d, 0, d->nstates == 1, 0};
+
+	dispatch_event(&dp, ev);
+	return dp.rc;
+}
+
+void dis__decision_set_version(dis_decision *d, dis_version *v)
+{
+	clear_version(d);
+	d->version = v;
+	d->version_free = st_version_free;
+	d->store_version = true;
+}
+
+void dis__decision_set_attempts(dis_decision *d, unsigned attempts)
+{
+	d->attempts = attempts;
+}
+
+void dis__decision_succeed(dis_decision *d)
+{
+	d->result = 0;
+	d->errmsg[0] = '\0';
+}
+
 /* Full jitter: random in [0, min(max, base * 2^(attempt-1))]. */
 static void backoff(dis_maker *m, unsigned attempt)
 {

@@ -170,7 +170,7 @@ static void chomp_copy(char *dst, size_t len, const char *src)
 		dst[--n] = '\0';
 }
 
-static int sqlstate_code(const char *state)
+int dis__sqlstate_code(const char *state)
 {
 	if (!state)
 		return DIS_EPG;
@@ -191,7 +191,7 @@ int dis__store_pg_fail(dis_store *store, const PGresult *res, const char *what)
 	char msg[DIS_ERRMSG_LEN];
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE)
 				: NULL;
-	int code = sqlstate_code(state);
+	int code = dis__sqlstate_code(state);
 
 	if (res && PQresultErrorMessage(res)[0])
 		chomp_copy(msg, sizeof(msg), PQresultErrorMessage(res));
@@ -365,11 +365,13 @@ static void read_sync(dis_store *s)
 /*
  * The pipeline: [evictions] sync, statements sync, [trailer] sync. The
  * evictions and the trailer are sync groups of their own whose failure
- * does not fail the call (the trailer's is logged).
+ * does not fail the call (the trailer's is logged). A `joined` trailer
+ * goes in the statements' sync group instead, after them (it then runs
+ * only if they all succeeded; its failure is still only logged).
  */
 static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
-			 int n, const pstmt *trailer, PGresult **results,
-			 bool *stale)
+			 int n, const pstmt *trailer, bool joined,
+			 PGresult **results, bool *stale)
 {
 	cached_stmt *cache[8], *tcache = NULL;
 	bool prepared[8], tprepared = false;
@@ -383,6 +385,7 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 				  : 0;
 
 	*stale = false;
+	joined = joined && trailer;
 	if (n > 8)
 		return dis__store_fail(s, DIS_EINVAL, "pipeline too long");
 	was = blocking_begin(s);
@@ -403,8 +406,10 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 		results[i] = NULL;
 	for (int i = 0; i < n && ok; i++)
 		ok = send_stmt(s, &st[i], &cache[i], &prepared[i]);
+	if (trailer && joined && ok)
+		ok = send_stmt(s, trailer, &tcache, &tprepared);
 	ok = ok && PQpipelineSync(s->conn);
-	if (trailer && ok)
+	if (trailer && !joined && ok)
 		ok = send_stmt(s, trailer, &tcache, &tprepared) &&
 		     PQpipelineSync(s->conn);
 	if (!ok) {
@@ -423,7 +428,8 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 	}
 	for (int i = 0; i < n; i++)
 		read_stmt(s, cache[i], prepared[i], &results[i], &ps);
-	read_sync(s);
+	if (!joined)
+		read_sync(s);
 	if (trailer) {
 		read_stmt(s, tcache, tprepared, NULL, &tps);
 		read_sync(s);
@@ -460,19 +466,44 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 	return 0;
 }
 
-static int pipeline(dis_store *s, const char *what, const pstmt *st, int n,
-		    const pstmt *trailer, PGresult **results)
+/* Rolls back the block a failed pipeline opened, keeping the error. */
+static void rollback_own(dis_store *s)
 {
-	bool stale;
-	int rc = pipeline_once(s, what, st, n, trailer, results, &stale);
+	char keep[DIS_ERRMSG_LEN];
+	int was;
 
+	if (PQtransactionStatus(s->conn) != PQTRANS_INERROR &&
+	    PQtransactionStatus(s->conn) != PQTRANS_INTRANS)
+		return;
+	memcpy(keep, s->errmsg, sizeof(keep));
+	was = blocking_begin(s);
+	PQclear(PQexec(s->conn, "ROLLBACK"));
+	blocking_end(s, was);
+	memcpy(s->errmsg, keep, sizeof(keep));
+}
+
+static int pipeline(dis_store *s, const char *what, const pstmt *st, int n,
+		    const pstmt *trailer, bool joined, PGresult **results)
+{
+	/* A pipeline that opens its own block leaves it failed on error. */
+	bool own = n > 0 && !strcmp(st[0].sql, "BEGIN") &&
+		   PQtransactionStatus(s->conn) == PQTRANS_IDLE;
+	bool stale;
+	int rc = pipeline_once(s, what, st, n, trailer, joined, results,
+			       &stale);
+
+	if (rc && own)
+		rollback_own(s);
 	/* Someone discarded our statements; outside a transaction block the
 	 * failed pipeline was rolled back whole, so run it again. */
 	if (rc && stale) {
 		stmt_forget(s);
-		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
-			rc = pipeline_once(s, what, st, n, trailer, results,
-					   &stale);
+		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE) {
+			rc = pipeline_once(s, what, st, n, trailer, joined,
+					   results, &stale);
+			if (rc && own)
+				rollback_own(s);
+		}
 	}
 	return rc;
 }
@@ -485,7 +516,7 @@ static int run(dis_store *store, const char *what, const char *sql,
 {
 	pstmt st = {sql, nparams, values, lengths, formats, binary};
 	PGresult *res = NULL;
-	int rc = pipeline(store, what, &st, 1, NULL, &res);
+	int rc = pipeline(store, what, &st, 1, NULL, false, &res);
 
 	if (rc)
 		return rc;
@@ -583,6 +614,15 @@ int dis_store_wrap(PGconn *conn, const dis_schema *schema, dis_store **out)
 	if (!conn || !schema || !out)
 		return DIS_EINVAL;
 	return store_new(conn, false, schema, out);
+}
+
+void dis__store_rebind(dis_store *s, PGconn *conn)
+{
+	s->conn = conn;
+	stmt_forget(s);
+	for (size_t i = 0; i < s->nevicted; i++)
+		free(s->evicted[i]);
+	s->nevicted = 0;
 }
 
 static void registry_clear(dis_store *s)
@@ -747,12 +787,8 @@ static int schema_id(dis_store *s, int32_t *out)
 				"init) first",
 				fp);
 		rc = run(s, "registering the event schema",
-			  "WITH ins AS (INSERT INTO event_schema "
-			  "(fingerprint, schema) VALUES ($1, $2) "
-			  "ON CONFLICT (fingerprint) DO NOTHING RETURNING id) "
-			  "SELECT id FROM ins UNION ALL SELECT id FROM "
-			  "event_schema WHERE fingerprint = $1",
-			  2, vals, NULL, NULL, 0, PGRES_TUPLES_OK, &res);
+			 DIS__SCHEMA_REGISTER_SQL, 2, vals, NULL, NULL, 0,
+			 PGRES_TUPLES_OK, &res);
 		if (rc)
 			return rc;
 		if (PQntuples(res) == 0) {
@@ -765,6 +801,22 @@ static int schema_id(dis_store *s, int32_t *out)
 	PQclear(res);
 	*out = s->schema_id;
 	return 0;
+}
+
+bool dis__store_schema_id_known(const dis_store *s)
+{
+	return s->schema_id != 0;
+}
+
+void dis__store_schema_params(const dis_store *s, const char *vals[2])
+{
+	vals[0] = dis__schema_fingerprint(s->schema);
+	vals[1] = dis_schema_json(s->schema);
+}
+
+void dis__store_set_schema_id(dis_store *s, int32_t id)
+{
+	s->schema_id = id;
 }
 
 /* The schema a payload was written with. */
@@ -1051,6 +1103,36 @@ static void sql_unseen(dis__sql *sql, const char *snapshot)
 			n);
 }
 
+int dis__load_sql(const dis_query *query, const char *since, dis__sql *sql)
+{
+	int rc;
+
+	dis__sql_puts(sql, "SELECT pg_current_snapshot()::text, e.* FROM "
+			   "(SELECT 1) AS one LEFT JOIN LATERAL (SELECT "
+			   DIS__EVENT_COLUMNS " FROM event WHERE ");
+	rc = dis__query_sql(query, sql);
+	if (since)
+		sql_unseen(sql, since);
+	dis__sql_puts(sql, ") AS e ON true ORDER BY e.tx, e.event_id");
+	if (rc)
+		return rc;
+	return sql->oom || sql->text.oom ? DIS_ENOMEM : 0;
+}
+
+int dis__load_result(dis_store *s, const PGresult *res, dis_event_fn fn,
+		     void *arg, dis_version **version)
+{
+	int rc = deliver_rows(s, res, 1, fn, arg);
+
+	if (!rc && version && PQntuples(res) > 0) {
+		char *text = PQgetvalue(res, 0, 0);
+
+		if (version_new(text, version))
+			rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
+	}
+	return rc;
+}
+
 static int load(dis_store *s, const dis_query *query, const dis_version *since,
 		dis_event_fn fn, void *arg, dis_version **version)
 {
@@ -1064,17 +1146,10 @@ static int load(dis_store *s, const dis_query *query, const dis_version *since,
 		return dis__store_fail(s, rc, "query: %s",
 				       dis_query_errmsg(query));
 	dis__sql_init(&sql);
-	dis__sql_puts(&sql, "SELECT pg_current_snapshot()::text, e.* FROM "
-			    "(SELECT 1) AS one LEFT JOIN LATERAL (SELECT "
-			    DIS__EVENT_COLUMNS " FROM event WHERE ");
-	rc = dis__query_sql(query, &sql);
-	if (since)
-		sql_unseen(&sql, since->text);
-	dis__sql_puts(&sql, ") AS e ON true ORDER BY e.tx, e.event_id");
-	if (rc || sql.oom || sql.text.oom) {
+	rc = dis__load_sql(query, since ? since->text : NULL, &sql);
+	if (rc) {
 		dis__sql_free(&sql);
-		return dis__store_fail(s, rc ? rc : DIS_ENOMEM,
-				       "building the load statement");
+		return dis__store_fail(s, rc, "building the load statement");
 	}
 	rc = run(s, "loading events", dis__buf_cstr(&sql.text), sql.nparams,
 		 (const char *const *)sql.params, NULL, NULL, 1,
@@ -1082,13 +1157,7 @@ static int load(dis_store *s, const dis_query *query, const dis_version *since,
 	dis__sql_free(&sql);
 	if (rc)
 		return rc;
-	rc = deliver_rows(s, res, 1, fn, arg);
-	if (!rc && version && PQntuples(res) > 0) {
-		char *text = PQgetvalue(res, 0, 0);
-
-		if (version_new(text, version))
-			rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
-	}
+	rc = dis__load_result(s, res, fn, arg, version);
 	PQclear(res);
 	return rc;
 }
@@ -1240,14 +1309,9 @@ int dis_store_position_of(dis_store *s, int64_t event_id, dis_position *out)
 
 /* ---- appending ---- */
 
-typedef struct lock_key {
-	int64_t key;
-	bool exclusive;
-} lock_key;
-
 static int cmp_lock(const void *a, const void *b)
 {
-	const lock_key *x = a, *y = b;
+	const dis__lock *x = a, *y = b;
 
 	if (x->key != y->key)
 		return x->key < y->key ? -1 : 1;
@@ -1255,12 +1319,12 @@ static int cmp_lock(const void *a, const void *b)
 	return (int)y->exclusive - (int)x->exclusive;
 }
 
-static int push_keys(lock_key **all, size_t *n, size_t *cap, int64_t *keys,
+static int push_keys(dis__lock **all, size_t *n, size_t *cap, int64_t *keys,
 		     size_t nkeys, bool exclusive)
 {
 	if (*n + nkeys > *cap) {
 		size_t c = (*n + nkeys) * 2;
-		lock_key *p = realloc(*all, c * sizeof(*p));
+		dis__lock *p = realloc(*all, c * sizeof(*p));
 
 		if (!p) {
 			free(keys);
@@ -1270,17 +1334,17 @@ static int push_keys(lock_key **all, size_t *n, size_t *cap, int64_t *keys,
 		*cap = c;
 	}
 	for (size_t i = 0; i < nkeys; i++)
-		(*all)[(*n)++] = (lock_key){keys[i], exclusive};
+		(*all)[(*n)++] = (dis__lock){keys[i], exclusive};
 	free(keys);
 	return 0;
 }
 
-/* Sorted, deduplicated keys as the two binary arrays dis_lock_keys takes. */
-static int lock_arrays(dis_store *s, dis_event *const *events, size_t n,
-		       const dis_query *validation, dis__buf *keys,
-		       dis__buf *excl)
+/* The append's lock keys, sorted and deduplicated (exclusive wins). */
+static int append_locks(dis_store *s, dis_event *const *events, size_t n,
+			const dis_query *validation, dis__lock **out,
+			size_t *nout)
 {
-	lock_key *all = NULL;
+	dis__lock *all = NULL;
 	size_t nall = 0, cap = 0, uniq = 0;
 	int64_t *k;
 	size_t nk;
@@ -1304,16 +1368,24 @@ static int lock_arrays(dis_store *s, dis_event *const *events, size_t n,
 	for (size_t i = 0; i < nall; i++)
 		if (uniq == 0 || all[uniq - 1].key != all[i].key)
 			all[uniq++] = all[i];
-	array_begin(keys, OID_INT8, uniq, false);
-	array_begin(excl, OID_BOOL, uniq, false);
-	for (size_t i = 0; i < uniq; i++) {
-		unsigned char b = all[i].exclusive;
+	*out = all;
+	*nout = uniq;
+	return 0;
+}
+
+/* Sorted, deduplicated keys as the two binary arrays dis_lock_keys takes. */
+int dis__lock_params(const dis__lock *locks, size_t n, dis__buf *keys,
+		     dis__buf *excl)
+{
+	array_begin(keys, OID_INT8, n, false);
+	array_begin(excl, OID_BOOL, n, false);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char b = locks[i].exclusive;
 
 		put_be32(keys, 8);
-		put_be64(keys, (uint64_t)all[i].key);
+		put_be64(keys, (uint64_t)locks[i].key);
 		array_elem(excl, &b, 1);
 	}
-	free(all);
 	return keys->oom || excl->oom ? DIS_ENOMEM : 0;
 }
 
@@ -1348,21 +1420,26 @@ static char *notify_payload(dis_event *const *events, size_t n)
  * does not declare the id or the value is null).
  */
 static int insert_arrays(dis_store *s, dis_event *const *events, size_t n,
-			 int32_t sid, dis__buf *arrays)
+			 int32_t sid, dis__buf *arrays, bool *nulls)
 {
 	size_t nids = dis_schema_id_count(s->schema);
+	/* One event: plain binary values instead of arrays. */
+	bool scalar = n == 1;
 	dis__buf payload;
 	char err[DIS_ERRMSG_LEN];
 	int rc = 0;
 
-	array_begin(&arrays[0], OID_TEXT, n, false);
-	array_begin(&arrays[1], OID_BYTEA, n, false);
-	for (size_t j = 0; j < nids; j++)
-		array_begin(&arrays[2 + j],
-			    dis_schema_id_type(s->schema, j) == DIS_ID_LONG
-				    ? OID_INT8
-				    : OID_TEXT,
-			    n, true);
+	if (!scalar) {
+		array_begin(&arrays[0], OID_TEXT, n, false);
+		array_begin(&arrays[1], OID_BYTEA, n, false);
+		for (size_t j = 0; j < nids; j++)
+			array_begin(&arrays[2 + j],
+				    dis_schema_id_type(s->schema, j) ==
+						    DIS_ID_LONG
+					    ? OID_INT8
+					    : OID_TEXT,
+				    n, true);
+	}
 	dis__buf_init(&payload);
 	for (size_t i = 0; i < n && !rc; i++) {
 		const dis_event *ev = events[i];
@@ -1377,7 +1454,10 @@ static int insert_arrays(dis_store *s, dis_event *const *events, size_t n,
 					     i, type);
 			break;
 		}
-		array_elem(&arrays[0], type, strlen(type));
+		if (scalar)
+			dis__buf_append(&arrays[0], type, strlen(type));
+		else
+			array_elem(&arrays[0], type, strlen(type));
 		dis__buf_reset(&payload);
 		dis__buf_append(&payload, frame, sizeof(frame));
 		rc = dis__event_encode(ev, &payload, err, sizeof(err));
@@ -1395,27 +1475,38 @@ static int insert_arrays(dis_store *s, dis_event *const *events, size_t n,
 					     s->max_payload);
 			break;
 		}
-		array_elem(&arrays[1], payload.data, payload.len);
+		if (scalar)
+			dis__buf_append(&arrays[1], payload.data, payload.len);
+		else
+			array_elem(&arrays[1], payload.data, payload.len);
 		for (size_t j = 0; j < nids && !rc; j++) {
 			const char *id = dis_schema_id_name(s->schema, j);
 			dis__idval v;
 			dis__buf *a = &arrays[2 + j];
+			bool null = false;
 
 			if (!dis_schema_type_has_id(s->schema, type, id)) {
-				array_null(a);
+				null = true;
 			} else if (dis__event_idval(ev, (int)j, &v)) {
 				rc = dis__store_fail(s, DIS_EINVAL,
 						     "event %zu (%s): domain id "
 						     "\"%s\" has no valid value",
 						     i, type, id);
 			} else if (!v.present) {
-				array_null(a);
+				null = true;
 			} else if (v.type == DIS_ID_LONG) {
-				put_be32(a, 8);
+				if (!scalar)
+					put_be32(a, 8);
 				put_be64(a, (uint64_t)v.num);
+			} else if (scalar) {
+				dis__buf_append(a, v.str, strlen(v.str));
 			} else {
 				array_elem(a, v.str, strlen(v.str));
 			}
+			if (null && scalar)
+				nulls[2 + j] = true;
+			else if (null)
+				array_null(a);
 		}
 	}
 	if (!rc && payload.oom)
@@ -1427,19 +1518,60 @@ static int insert_arrays(dis_store *s, dis_event *const *events, size_t n,
 	return rc;
 }
 
-/* INSERT ... SELECT FROM unnest(arrays) [WHERE NOT EXISTS (check)]. */
-static int insert_sql(dis_store *s, const dis_query *validation,
+/* WHERE NOT EXISTS (an event matching `validation` that `version` did not
+ * see), or nothing without a validation query. */
+static int insert_check(const dis_query *validation,
+			const dis_version *version, dis__sql *sql)
+{
+	int rc;
+
+	if (!validation)
+		return 0;
+	dis__sql_puts(sql, " WHERE NOT EXISTS (SELECT 1 FROM event WHERE ");
+	rc = dis__query_sql(validation, sql);
+	if (version)
+		sql_unseen(sql, version->text);
+	/*
+	 * A transaction's own earlier events were seen by a load made inside
+	 * it, though its snapshot does not count its own xid.
+	 */
+	dis__sql_puts(sql, " AND tx IS DISTINCT FROM "
+			   "pg_current_xact_id_if_assigned())");
+	return rc;
+}
+
+/* INSERT ... SELECT FROM unnest(arrays) [WHERE NOT EXISTS (check)], or
+ * for one event INSERT ... SELECT values [WHERE NOT EXISTS (check)]. */
+static int insert_sql(dis_store *s, size_t n, const dis_query *validation,
 		      const dis_version *version, dis__sql *sql)
 {
 	size_t nids = dis_schema_id_count(s->schema);
 	int rc = 0;
 
-	/* Placeholders $1..$k are the binary arrays, bound by the caller. */
+	/* Placeholders $1..$k are the binary values or arrays, bound by the
+	 * caller. */
 	for (size_t j = 0; j < nids + 2; j++)
 		dis__sql_bind(sql, "");
 	dis__sql_puts(sql, "INSERT INTO event (event_type, payload");
 	for (size_t j = 0; j < nids; j++)
 		dis__sql_printf(sql, ", \"%s\"", dis_schema_id_name(s->schema, j));
+	if (n == 1) {
+		/* One event: a plain row, cheaper than unnest and its sort. */
+		dis__sql_puts(sql, ") SELECT $1::text, $2::bytea");
+		for (size_t j = 0; j < nids; j++) {
+			dis_id_type t = dis_schema_id_type(s->schema, j);
+
+			dis__sql_printf(sql, ", $%zu::%s", j + 3,
+					t == DIS_ID_LONG   ? "int8"
+					: t == DIS_ID_UUID ? "text::uuid"
+							   : "text");
+		}
+		rc = insert_check(validation, version, sql);
+		dis__sql_puts(sql, " RETURNING event_id, tx");
+		if (!rc && (sql->oom || sql->text.oom))
+			rc = DIS_ENOMEM;
+		return rc;
+	}
 	dis__sql_puts(sql, ") SELECT u.t, u.p");
 	for (size_t j = 0; j < nids; j++)
 		dis__sql_printf(sql, ", u.c%zu%s", j,
@@ -1456,40 +1588,37 @@ static int insert_sql(dis_store *s, const dis_query *validation,
 	for (size_t j = 0; j < nids; j++)
 		dis__sql_printf(sql, ", c%zu", j);
 	dis__sql_puts(sql, ", o)");
-	if (validation) {
-		dis__sql_puts(sql, " WHERE NOT EXISTS (SELECT 1 FROM event "
-				   "WHERE ");
-		rc = dis__query_sql(validation, sql);
-		if (version)
-			sql_unseen(sql, version->text);
-		/*
-		 * A transaction's own earlier events were seen by a load made
-		 * inside it, though its snapshot does not count its own xid.
-		 */
-		dis__sql_puts(sql, " AND tx IS DISTINCT FROM "
-				   "pg_current_xact_id_if_assigned())");
-	}
+	rc = insert_check(validation, version, sql);
 	dis__sql_puts(sql, " ORDER BY u.o RETURNING event_id, tx");
 	if (!rc && (sql->oom || sql->text.oom))
 		rc = DIS_ENOMEM;
 	return rc;
 }
 
-int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
-		     const dis_query *validation, const dis_version *version,
-		     int64_t *ids_out)
+void dis__append_free(dis__append *a)
 {
-	size_t nids, narr;
-	dis__buf *arrays = NULL, keys, excl;
-	dis__sql sql;
-	int *lens = NULL, *fmts = NULL;
-	char *notify = NULL;
-	PGresult *res = NULL;
-	int32_t sid;
+	if (!a)
+		return;
+	free(a->locks);
+	dis__sql_free(&a->insert);
+	free(a->lengths);
+	free(a->formats);
+	free(a->notify);
+	memset(a, 0, sizeof(*a));
+	dis__sql_init(&a->insert);
+}
+
+int dis__append_build(dis_store *s, dis_event *const *events, size_t n,
+		      const dis_query *validation, const dis_version *version,
+		      dis__append *a)
+{
+	size_t narr = dis_schema_id_count(s->schema) + 2;
+	dis__buf *arrays = NULL;
+	bool *nulls = NULL;
 	int rc;
 
-	if (!s)
-		return DIS_EINVAL;
+	memset(a, 0, sizeof(*a));
+	dis__sql_init(&a->insert);
 	if (!events || n == 0)
 		return dis__store_fail(s, DIS_EINVAL,
 				       "an append needs at least one event");
@@ -1502,102 +1631,80 @@ int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 	if (validation && (rc = dis_query_check(validation)))
 		return dis__store_fail(s, rc, "validation query: %s",
 				       dis_query_errmsg(validation));
-	if (PQtransactionStatus(s->conn) == PQTRANS_INERROR)
+	if (!s->schema_id)
 		return dis__store_fail(s, DIS_ESTATE,
-				       "the connection's transaction is "
-				       "aborted; roll it back first");
-	if ((rc = schema_id(s, &sid)))
-		return rc;
-
-	nids = dis_schema_id_count(s->schema);
-	narr = nids + 2;
-	dis__buf_init(&keys);
-	dis__buf_init(&excl);
-	dis__sql_init(&sql);
+				       "the event schema's registry id is not "
+				       "known yet");
+	a->nevents = n;
+	a->checked = validation != NULL;
 	arrays = calloc(narr, sizeof(*arrays));
-	if (!arrays) {
-		rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
-		goto out;
+	nulls = calloc(narr, sizeof(*nulls));
+	if (!arrays || !nulls) {
+		free(arrays);
+		free(nulls);
+		return dis__store_fail(s, DIS_ENOMEM, "out of memory");
 	}
-	if ((rc = insert_arrays(s, events, n, sid, arrays)))
+	for (size_t j = 0; j < narr; j++)
+		dis__buf_init(&arrays[j]);
+	if ((rc = insert_arrays(s, events, n, s->schema_id, arrays, nulls)))
 		goto out;
-	if ((rc = lock_arrays(s, events, n, validation, &keys, &excl))) {
-		if (rc == DIS_ENOMEM)
-			dis__store_fail(s, rc, "out of memory");
+	if ((rc = append_locks(s, events, n, validation, &a->locks,
+			       &a->nlocks)))
 		goto out;
-	}
-	if ((rc = insert_sql(s, validation, version, &sql))) {
+	if ((rc = insert_sql(s, n, validation, version, &a->insert))) {
 		dis__store_fail(s, rc, "building the append statement");
 		goto out;
 	}
-	lens = calloc((size_t)sql.nparams, sizeof(*lens));
-	fmts = calloc((size_t)sql.nparams, sizeof(*fmts));
-	notify = notify_payload(events, n);
-	if (!lens || !fmts || !notify) {
+	a->lengths = calloc((size_t)a->insert.nparams, sizeof(*a->lengths));
+	a->formats = calloc((size_t)a->insert.nparams, sizeof(*a->formats));
+	a->notify = notify_payload(events, n);
+	if (!a->lengths || !a->formats || !a->notify) {
 		rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
 		goto out;
 	}
+	/* The arrays (or values) become the insert's first parameters, in
+	 * binary; a NULL value is a NULL pointer, an empty one a 0-byte
+	 * value. */
 	for (size_t j = 0; j < narr; j++) {
-		free(sql.params[j]);
-		sql.params[j] = (char *)arrays[j].data;
-		lens[j] = (int)arrays[j].len;
-		fmts[j] = 1;
-	}
-	{
-		static const int bin2[2] = {1, 1};
-		const char *lock_vals[2] = {(const char *)keys.data,
-					    (const char *)excl.data};
-		int lock_lens[2] = {(int)keys.len, (int)excl.len};
-		const char *nvals[1] = {notify};
-		PGresult *results[3] = {NULL, NULL, NULL};
-		pstmt st[3] = {
-			{"SELECT dis_lock_keys($1::int8[], $2::bool[])", 2,
-			 lock_vals, lock_lens, bin2, 0},
-			{dis__buf_cstr(&sql.text), sql.nparams,
-			 (const char *const *)sql.params, lens, fmts, 1},
-			{"SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1)", 1,
-			 nvals, NULL, NULL, 0},
-		};
-
-		/*
-		 * Outside a transaction block the notification is its own
-		 * transaction after the append's commit: it has no xid, so
-		 * it commits without a WAL flush and the cluster-wide
-		 * notify lock is held for microseconds, not across the
-		 * append's fsync (which would serialise every append).
-		 * Inside the caller's transaction it joins that transaction.
-		 */
-		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
-			rc = pipeline(s, "appending events", st, 2, &st[2],
-				      results);
-		else
-			rc = pipeline(s, "appending events", st, 3, NULL,
-				      results);
-		if (!rc) {
-			res = results[1];
-			PQclear(results[0]);
-			PQclear(results[2]);
-			if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
-				rc = dis__store_fail(s, DIS_EPG,
-						     "append returned no ids");
+		free(a->insert.params[j]);
+		a->insert.params[j] = NULL;
+		a->formats[j] = 1;
+		if (nulls[j])
+			continue;
+		if (!arrays[j].data && !dis__buf_reserve(&arrays[j], 1))
+			arrays[j].data[0] = '\0';
+		if (!arrays[j].data) {
+			rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
+			goto out;
 		}
+		a->insert.params[j] = (char *)arrays[j].data;
+		a->lengths[j] = (int)arrays[j].len;
+		dis__buf_init(&arrays[j]);
 	}
-	/* The array buffers are freed below, not by dis__sql_free. */
+out:
 	for (size_t j = 0; j < narr; j++)
-		sql.params[j] = NULL;
-	if (rc)
-		goto out;
+		dis__buf_free(&arrays[j]);
+	free(arrays);
+	free(nulls);
+	return rc;
+}
+
+int dis__append_result(dis_store *s, const PGresult *res, const dis__append *a,
+		       dis_event *const *events, int64_t *ids_out)
+{
+	size_t n = a->nevents;
+
+	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+		return dis__store_fail(s, DIS_EPG, "append returned no ids");
 	if ((size_t)PQntuples(res) != n) {
-		rc = validation && PQntuples(res) == 0
-			     ? dis__store_fail(s, DIS_ECONFLICT,
+		if (a->checked && PQntuples(res) == 0)
+			return dis__store_fail(s, DIS_ECONFLICT,
 					       "an event matching the "
 					       "validation query was appended "
-					       "since the state was loaded")
-			     : dis__store_fail(s, DIS_EPG,
-					       "append returned %d ids for %zu "
-					       "events",
-					       PQntuples(res), n);
-		goto out;
+					       "since the state was loaded");
+		return dis__store_fail(s, DIS_EPG,
+				       "append returned %d ids for %zu events",
+				       PQntuples(res), n);
 	}
 	for (size_t i = 0; i < n; i++) {
 		dis_position pos;
@@ -1608,16 +1715,79 @@ int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 		if (ids_out)
 			ids_out[i] = pos.id;
 	}
-out:
-	PQclear(res);
-	free(notify);
-	free(lens);
-	free(fmts);
-	dis__sql_free(&sql);
-	if (arrays)
-		for (size_t j = 0; j < narr; j++)
-			dis__buf_free(&arrays[j]);
-	free(arrays);
+	return 0;
+}
+
+int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
+		     const dis_query *validation, const dis_version *version,
+		     int64_t *ids_out)
+{
+	static const int bin2[2] = {1, 1};
+	dis__append a;
+	dis__buf keys, excl;
+	PGresult *results[5] = {NULL, NULL, NULL, NULL, NULL};
+	int32_t sid;
+	int ins = 1, rc;
+
+	if (!s)
+		return DIS_EINVAL;
+	if (!events || n == 0)
+		return dis__store_fail(s, DIS_EINVAL,
+				       "an append needs at least one event");
+	if (PQtransactionStatus(s->conn) == PQTRANS_INERROR)
+		return dis__store_fail(s, DIS_ESTATE,
+				       "the connection's transaction is "
+				       "aborted; roll it back first");
+	if ((rc = schema_id(s, &sid)))
+		return rc;
+	dis__buf_init(&keys);
+	dis__buf_init(&excl);
+	rc = dis__append_build(s, events, n, validation, version, &a);
+	if (!rc && dis__lock_params(a.locks, a.nlocks, &keys, &excl))
+		rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
+	if (!rc) {
+		const char *lock_vals[2] = {(const char *)keys.data,
+					    (const char *)excl.data};
+		int lock_lens[2] = {(int)keys.len, (int)excl.len};
+		const char *nvals[1] = {a.notify};
+		pstmt st[3] = {
+			{DIS__LOCK_SQL, 2, lock_vals, lock_lens, bin2, 0},
+			{dis__buf_cstr(&a.insert.text), a.insert.nparams,
+			 (const char *const *)a.insert.params, a.lengths,
+			 a.formats, 1},
+			{DIS__NOTIFY_SQL, 1, nvals, NULL, NULL, 0},
+		};
+
+		pstmt block[4] = {{"BEGIN", 0, NULL, NULL, NULL, 0}, st[0],
+				  st[1], {"COMMIT", 0, NULL, NULL, NULL, 0}};
+
+		/*
+		 * Outside a transaction block the notification is its own
+		 * transaction after the append's commit: it has no xid, so
+		 * it commits without a WAL flush and the cluster-wide
+		 * notify lock is held for microseconds, not across the
+		 * append's fsync (which would serialise every append). One
+		 * sync group: BEGIN ... COMMIT, then the notification in the
+		 * implicit transaction that follows (one flush each way,
+		 * one wake-up of the server fewer than two sync groups);
+		 * its failure (a full notify queue) is logged, since the
+		 * events are committed by then.
+		 * Inside the caller's transaction it joins that transaction.
+		 */
+		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE) {
+			rc = pipeline(s, "appending events", block, 4, &st[2],
+				      true, results);
+			ins = 2;
+		} else {
+			rc = pipeline(s, "appending events", st, 3, NULL,
+				      false, results);
+		}
+	}
+	if (!rc)
+		rc = dis__append_result(s, results[ins], &a, events, ids_out);
+	for (int i = 0; i < 5; i++)
+		PQclear(results[i]);
+	dis__append_free(&a);
 	dis__buf_free(&keys);
 	dis__buf_free(&excl);
 	return rc;

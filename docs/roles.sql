@@ -26,7 +26,11 @@ DECLARE
 BEGIN
 	FOREACH r IN ARRAY ARRAY['dis_admin', 'dis_writer', 'dis_listener'] LOOP
 		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
-			EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+			BEGIN
+				EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+			EXCEPTION WHEN duplicate_object OR unique_violation THEN
+				NULL; -- created meanwhile by another session
+			END;
 		END IF;
 	END LOOP;
 END $$;

@@ -75,33 +75,34 @@ int dis__listener_migrate(dis_store *store)
 	if (was)
 		PQsetnonblocking(conn, 1);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		rc = dis__store_pg_fail(store, res, "migrating the listener "
-						   "tables");
+		rc = dis__store_pg_fail(store, res,
+					"migrating the listener "
+					"tables");
 	PQclear(res);
 	return rc;
 }
 
 /* ---- listing ---- */
 
-#define SQL_LIST                                                             \
-	"SELECT l.id, coalesce(l.checkpoint_tx, '0')::text,"                 \
-	" coalesce(l.checkpoint_id, 0), coalesce(h.tx, '0')::text,"          \
-	" coalesce(h.event_id, 0), p.behind, p.age,"                         \
-	" coalesce(l.state, ''), coalesce(l.last_error, ''), l.attempts,"    \
-	" coalesce(l.failed_event_id, 0),"                                   \
-	" (SELECT count(*) FROM event_dead_letter AS d"                      \
-	"   WHERE d.listener_id = l.id),"                                    \
-	" coalesce(l.owner, ''),"                                            \
-	" coalesce(extract(epoch FROM localtimestamp - l.updated_at), 0)"    \
-	"::float8"                                                           \
-	" FROM event_listener AS l"                                          \
-	" LEFT JOIN LATERAL (SELECT tx, event_id FROM event"                 \
-	"  ORDER BY tx DESC, event_id DESC LIMIT 1) AS h ON true"            \
-	" LEFT JOIN LATERAL (SELECT count(*) AS behind,"                     \
-	"  coalesce(extract(epoch FROM clock_timestamp()::timestamp"         \
-	"   - min(e.inserted_at)), 0)::float8 AS age"                        \
-	"  FROM event AS e WHERE (e.tx, e.event_id) >"                       \
-	"   (coalesce(l.checkpoint_tx, '0'), coalesce(l.checkpoint_id, 0))"  \
+#define SQL_LIST                                                              \
+	"SELECT l.id, coalesce(l.checkpoint_tx, '0')::text,"                  \
+	" coalesce(l.checkpoint_id, 0), coalesce(h.tx, '0')::text,"           \
+	" coalesce(h.event_id, 0), p.behind, p.age,"                          \
+	" coalesce(l.state, ''), coalesce(l.last_error, ''), l.attempts,"     \
+	" coalesce(l.failed_event_id, 0),"                                    \
+	" (SELECT count(*) FROM event_dead_letter AS d"                       \
+	"   WHERE d.listener_id = l.id),"                                     \
+	" coalesce(l.owner, ''),"                                             \
+	" coalesce(extract(epoch FROM localtimestamp - l.updated_at), 0)"     \
+	"::float8"                                                            \
+	" FROM event_listener AS l"                                           \
+	" LEFT JOIN LATERAL (SELECT tx, event_id FROM event"                  \
+	"  ORDER BY tx DESC, event_id DESC LIMIT 1) AS h ON true"             \
+	" LEFT JOIN LATERAL (SELECT count(*) AS behind,"                      \
+	"  coalesce(extract(epoch FROM clock_timestamp()::timestamp"          \
+	"   - min(e.inserted_at)), 0)::float8 AS age"                         \
+	"  FROM event AS e WHERE (e.tx, e.event_id) >"                        \
+	"   (coalesce(l.checkpoint_tx, '0'), coalesce(l.checkpoint_id, 0))"   \
 	"  AND (l.event_types IS NULL OR e.event_type = ANY (l.event_types))" \
 	" ) AS p ON true ORDER BY l.id"
 
@@ -155,10 +156,10 @@ int dis_listener_list(dis_store *store, dis_listener_info **out, size_t *n)
 		i->head.id = strtoll(PQgetvalue(res, row, 4), NULL, 10);
 		i->events_behind = strtoll(PQgetvalue(res, row, 5), NULL, 10);
 		i->seconds_behind = strtod(PQgetvalue(res, row, 6), NULL);
-		i->attempts = (uint32_t)strtoul(PQgetvalue(res, row, 9), NULL,
-						10);
-		i->failed_event_id = strtoll(PQgetvalue(res, row, 10), NULL,
-					     10);
+		i->attempts =
+			(uint32_t)strtoul(PQgetvalue(res, row, 9), NULL, 10);
+		i->failed_event_id =
+			strtoll(PQgetvalue(res, row, 10), NULL, 10);
 		i->dead_letters = strtoll(PQgetvalue(res, row, 11), NULL, 10);
 		i->updated_seconds_ago = strtod(PQgetvalue(res, row, 13), NULL);
 		if (i->events_behind == 0)

@@ -43,68 +43,68 @@
 
 #define SQL_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE"
 
-#define SQL_REGISTER                                                         \
-	"INSERT INTO event_listener (id, last_processed_event_id,"           \
-	" checkpoint_tx, checkpoint_id, event_types, query)"                 \
+#define SQL_REGISTER                                               \
+	"INSERT INTO event_listener (id, last_processed_event_id," \
+	" checkpoint_tx, checkpoint_id, event_types, query)"       \
 	" VALUES ($1, 0, '0', 0, $2::text[], $3) ON CONFLICT (id) DO NOTHING"
 
-#define SQL_ROW_COLUMNS                                                      \
-	"coalesce(checkpoint_tx, '0')::text, coalesce(checkpoint_id, 0),"    \
+#define SQL_ROW_COLUMNS                                                   \
+	"coalesce(checkpoint_tx, '0')::text, coalesce(checkpoint_id, 0)," \
 	" resets FROM event_listener WHERE id = $1"
 
 #define SQL_READ_ROW "SELECT " SQL_ROW_COLUMNS
 
 #define SQL_LOCK "SELECT " SQL_ROW_COLUMNS " FOR UPDATE SKIP LOCKED"
 
-#define SQL_COMMIT_ROW                                                       \
-	"UPDATE event_listener SET checkpoint_tx = $2::xid8,"                \
-	" checkpoint_id = $3::bigint,"                                       \
-	" last_processed_event_id ="                                         \
-	"  greatest(coalesce(last_processed_event_id, 0), $4::bigint),"      \
-	" updated_at = now(), state = $5::text,"                             \
-	" error_at = CASE WHEN $6::text = '' THEN NULL"                      \
-	"  WHEN last_error IS DISTINCT FROM $6::text THEN now()"             \
-	"  ELSE error_at END,"                                               \
-	" last_error = nullif($6::text, ''), attempts = $7::int,"            \
-	" failed_event_id = nullif($8::bigint, 0), owner = $9::text,"        \
-	" event_types = $10::text[], query = $11::text"                      \
+#define SQL_COMMIT_ROW                                                  \
+	"UPDATE event_listener SET checkpoint_tx = $2::xid8,"           \
+	" checkpoint_id = $3::bigint,"                                  \
+	" last_processed_event_id ="                                    \
+	"  greatest(coalesce(last_processed_event_id, 0), $4::bigint)," \
+	" updated_at = now(), state = $5::text,"                        \
+	" error_at = CASE WHEN $6::text = '' THEN NULL"                 \
+	"  WHEN last_error IS DISTINCT FROM $6::text THEN now()"        \
+	"  ELSE error_at END,"                                          \
+	" last_error = nullif($6::text, ''), attempts = $7::int,"       \
+	" failed_event_id = nullif($8::bigint, 0), owner = $9::text,"   \
+	" event_types = $10::text[], query = $11::text"                 \
 	" WHERE id = $1"
 
 /* A note of a failure, written outside the batch unless another process
  * holds the row (then that process is the one working it). */
-#define SQL_NOTE                                                             \
-	"UPDATE event_listener SET state = $2::text,"                        \
-	" last_error = nullif($3::text, ''), error_at = now(),"              \
-	" attempts = $4::int, failed_event_id = nullif($5::bigint, 0),"      \
-	" owner = $6::text, updated_at = now()"                              \
-	" WHERE id = (SELECT id FROM event_listener WHERE id = $1"           \
+#define SQL_NOTE                                                        \
+	"UPDATE event_listener SET state = $2::text,"                   \
+	" last_error = nullif($3::text, ''), error_at = now(),"         \
+	" attempts = $4::int, failed_event_id = nullif($5::bigint, 0)," \
+	" owner = $6::text, updated_at = now()"                         \
+	" WHERE id = (SELECT id FROM event_listener WHERE id = $1"      \
 	" FOR UPDATE SKIP LOCKED)"
 
-#define SQL_PROBE                                                            \
-	"SELECT h.tx::text, h.event_id, p.tx::text, p.event_id,"             \
-	" extract(epoch FROM clock_timestamp()::timestamp - p.inserted_at)"  \
-	"::float8 FROM (SELECT 1) AS one"                                    \
-	" LEFT JOIN LATERAL (SELECT tx, event_id FROM event"                 \
-	"  ORDER BY tx DESC, event_id DESC LIMIT 1) AS h ON true"            \
-	" LEFT JOIN LATERAL (SELECT tx, event_id, inserted_at FROM event"    \
-	"  WHERE (tx, event_id) > ($1::xid8, $2::bigint)"                    \
+#define SQL_PROBE                                                           \
+	"SELECT h.tx::text, h.event_id, p.tx::text, p.event_id,"            \
+	" extract(epoch FROM clock_timestamp()::timestamp - p.inserted_at)" \
+	"::float8 FROM (SELECT 1) AS one"                                   \
+	" LEFT JOIN LATERAL (SELECT tx, event_id FROM event"                \
+	"  ORDER BY tx DESC, event_id DESC LIMIT 1) AS h ON true"           \
+	" LEFT JOIN LATERAL (SELECT tx, event_id, inserted_at FROM event"   \
+	"  WHERE (tx, event_id) > ($1::xid8, $2::bigint)"                   \
 	"  ORDER BY tx, event_id LIMIT 1) AS p ON true"
 
-#define SQL_BLOCKER                                                          \
-	"SELECT pid, extract(epoch FROM clock_timestamp() - xact_start)"     \
-	"::float8, coalesce(application_name, ''), coalesce(state, '')"      \
-	" FROM pg_stat_activity WHERE backend_xid = $1::xid8::xid"           \
-	" UNION ALL SELECT 0, extract(epoch FROM clock_timestamp() -"        \
-	" prepared)::float8, 'prepared transaction ' || gid, 'prepared'"     \
+#define SQL_BLOCKER                                                      \
+	"SELECT pid, extract(epoch FROM clock_timestamp() - xact_start)" \
+	"::float8, coalesce(application_name, ''), coalesce(state, '')"  \
+	" FROM pg_stat_activity WHERE backend_xid = $1::xid8::xid"       \
+	" UNION ALL SELECT 0, extract(epoch FROM clock_timestamp() -"    \
+	" prepared)::float8, 'prepared transaction ' || gid, 'prepared'" \
 	" FROM pg_prepared_xacts WHERE transaction = $1::xid8::xid LIMIT 1"
 
-#define SQL_DEAD                                                             \
-	"INSERT INTO event_dead_letter (listener_id, event_id, event_tx,"    \
-	" event_type, error, attempts, action)"                              \
-	" VALUES ($1, $2::bigint, $3::xid8, $4, $5, $6::int, $7)"            \
-	" ON CONFLICT (listener_id, event_id) DO UPDATE SET"                 \
-	" error = EXCLUDED.error,"                                           \
-	" attempts = event_dead_letter.attempts + EXCLUDED.attempts,"        \
+#define SQL_DEAD                                                          \
+	"INSERT INTO event_dead_letter (listener_id, event_id, event_tx," \
+	" event_type, error, attempts, action)"                           \
+	" VALUES ($1, $2::bigint, $3::xid8, $4, $5, $6::int, $7)"         \
+	" ON CONFLICT (listener_id, event_id) DO UPDATE SET"              \
+	" error = EXCLUDED.error,"                                        \
+	" attempts = event_dead_letter.attempts + EXCLUDED.attempts,"     \
 	" action = EXCLUDED.action, dead_at = now()"
 
 /* Batches "stuck" on the same barrier this long ask who holds it. */
@@ -118,7 +118,6 @@
 static void start_batch(dis__listener *l);
 static void on_rollback(dis__listener *l);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
-static void free_decoded(dis__listener *l);
 static void on_pq(dis__pq *pq, void *arg, dis__pq_event ev, int status);
 
 /* ---- small helpers ---- */
@@ -209,7 +208,8 @@ static void arm_timer(dis__listener *l, uint64_t at_ms)
 {
 	uint64_t now = dis__now_ms();
 	uint64_t d = at_ms > now ? at_ms - now : 0;
-	struct timeval tv = {(time_t)(d / 1000), (suseconds_t)(d % 1000) * 1000};
+	struct timeval tv = {(time_t)(d / 1000),
+			     (suseconds_t)(d % 1000) * 1000};
 
 	evtimer_add(l->ev_timer, &tv);
 }
@@ -307,7 +307,6 @@ void dis__listener_release(dis__listener *l)
 		return;
 	dis__listener_forget_prepared(l);
 	free(l->q);
-	free_decoded(l);
 	drop_rows(l);
 	dis_store_free(l->store);
 	dis__pq_free(l->pq);
@@ -372,6 +371,10 @@ static void conn_down(dis__listener *l, const char *why)
 
 	dis__listener_forget_prepared(l);
 	drop_rows(l);
+	/* A lost connection is closed (freed) already: keep the store off
+	 * it. */
+	if (l->store && dis_store_conn(l->store) != dis__pq_conn(l->pq))
+		dis__store_rebind(l->store, NULL);
 	dis_store_free(l->store);
 	l->store = NULL;
 	dis__pq_close(l->pq);
@@ -392,8 +395,8 @@ static void conn_down(dis__listener *l, const char *why)
 		l->backoff_ms = hi;
 	d = dis__jitter(rt, l->backoff_ms, 0.5);
 	l->due_ms = dis__now_ms() + d;
-	dis__l_log(l, DIS_LOG_WARN, "connection: %s; reconnecting in %" PRIu64
-				    " ms", why, d);
+	dis__l_log(l, DIS_LOG_WARN,
+		   "connection: %s; reconnecting in %" PRIu64 " ms", why, d);
 	dis__listener_schedule(l);
 }
 
@@ -488,13 +491,9 @@ void dis__listener_schedule(dis__listener *l)
 	if (l->stopping) {
 		switch (l->st) {
 		case DIS__L_COMMIT:
-		case DIS__L_HANDLE:
-			return; /* finishes first */
-		case DIS__L_CLOSED:
-			break;
-		default:
-			dis__listener_close(l);
-			break;
+		case DIS__L_HANDLE: return; /* finishes first */
+		case DIS__L_CLOSED: break;
+		default: dis__listener_close(l); break;
 		}
 		dis__rt_check_stopped(rt);
 		return;
@@ -628,8 +627,8 @@ static void send_refetch(dis__listener *l)
 static void send_rollback(dis__listener *l)
 {
 	char attempts[16], failed[24];
-	const char *note[6] = {l->id, db_state(l), l->last_error, attempts,
-			       failed, l->rt->owner};
+	const char *note[6] = {l->id,    db_state(l), l->last_error,
+			       attempts, failed,      l->rt->owner};
 	const char *reg[3] = {l->id, l->types_array, l->query_text};
 	dis__stmt s[2];
 	int n = 0, rc;
@@ -639,11 +638,11 @@ static void send_rollback(dis__listener *l)
 	if (PQtransactionStatus(dis__pq_conn(l->pq)) != PQTRANS_IDLE)
 		s[n++] = (dis__stmt){.sql = "ROLLBACK"};
 	if (l->fail == DIS__F_EVENT || l->fail == DIS__F_INFRA)
-		s[n++] = (dis__stmt){.sql = SQL_NOTE, .nparams = 6,
-				     .values = note};
+		s[n++] = (dis__stmt){
+			.sql = SQL_NOTE, .nparams = 6, .values = note};
 	else if (l->fail == DIS__F_SKIP)
-		s[n++] = (dis__stmt){.sql = SQL_REGISTER, .nparams = 3,
-				     .values = reg};
+		s[n++] = (dis__stmt){
+			.sql = SQL_REGISTER, .nparams = 3, .values = reg};
 	drop_rows(l);
 	if (n == 0) {
 		on_rollback(l);
@@ -692,8 +691,8 @@ static uint64_t retry_delay(dis__listener *l)
  * Event `id`, the idx-th of the batch, failed. Counts the attempt and
  * decides: retry after a delay, or poison.
  */
-static void event_failed(dis__listener *l, int idx, dis_position pos,
-			 int code, const char *msg, bool poison_now)
+static void event_failed(dis__listener *l, int idx, dis_position pos, int code,
+			 const char *msg, bool poison_now)
 {
 	const dis_retry_policy *p = &l->cfg.retry;
 	int64_t id = pos.id;
@@ -747,13 +746,18 @@ static dis_position row_pos(const PGresult *res, int r)
  * Writes the dead letter of row r inside the batch (blocking call).
  * Returns 0 or DIS_EPG (the transaction is then aborted).
  */
-static int dead_letter(dis__listener *l, PGconn *conn, int r,
-		       const char *error, uint32_t attempts, bool skip)
+static int dead_letter(dis__listener *l, PGconn *conn, int r, const char *error,
+		       uint32_t attempts, bool skip)
 {
 	dis_position p = row_pos(l->rows, r);
 	char id[24], tx[24], att[16];
-	const char *v[7] = {l->id, id, tx, PQgetvalue(l->rows, r, 3), error,
-			    att, skip ? "skipped" : "stopped"};
+	const char *v[7] = {l->id,
+			    id,
+			    tx,
+			    PQgetvalue(l->rows, r, 3),
+			    error,
+			    att,
+			    skip ? "skipped" : "stopped"};
 	PGresult *res;
 	int rc = 0;
 
@@ -762,8 +766,9 @@ static int dead_letter(dis__listener *l, PGconn *conn, int r,
 	snprintf(att, sizeof(att), "%" PRIu32, attempts ? attempts : 1);
 	res = PQexecPrepared(conn, S_DEAD, 7, v, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		set_error(l, DIS_EPG, "writing the dead letter of event %"
-			  PRId64 ": %s", p.id, PQresultErrorMessage(res));
+		set_error(l, DIS_EPG,
+			  "writing the dead letter of event %" PRId64 ": %s",
+			  p.id, PQresultErrorMessage(res));
 		rc = DIS_EPG;
 	}
 	PQclear(res);
@@ -782,7 +787,8 @@ static int dead_letter(dis__listener *l, PGconn *conn, int r,
 		l->row_dirty = true;
 		dis__l_log(l, DIS_LOG_ERROR,
 			   "event %" PRId64 " dead-lettered, listener "
-			   "stopped in front of it: %s", p.id, error);
+			   "stopped in front of it: %s",
+			   p.id, error);
 	}
 	return 0;
 }
@@ -797,16 +803,20 @@ static void failure_text(dis__listener *l, PGconn *conn, int rc,
 	const char *serr = l->store ? dis_store_errmsg(l->store) : "";
 
 	if (ts == PQTRANS_IDLE)
-		snprintf(out, len, "the handler ended the batch transaction "
-				   "(never COMMIT or ROLLBACK in a handler)");
+		snprintf(out, len,
+			 "the handler ended the batch transaction "
+			 "(never COMMIT or ROLLBACK in a handler)");
 	else if (ts == PQTRANS_ACTIVE)
 		snprintf(out, len, "the handler left a query running");
 	else if (rc == 0)
-		snprintf(out, len, "the handler left the transaction "
-				   "aborted: %s", PQerrorMessage(conn));
-	else if (strcmp(serr, store_before) && strcmp(serr, "no error"))
-		snprintf(out, len, "handler failed (%s): %s",
-			 dis_strerror(rc), serr);
+		snprintf(out, len,
+			 "the handler left the transaction "
+			 "aborted: %s",
+			 PQerrorMessage(conn));
+	else if (strncmp(serr, store_before, sizeof(l->store_msg) - 1) &&
+		 strcmp(serr, "no error"))
+		snprintf(out, len, "handler failed (%s): %s", dis_strerror(rc),
+			 serr);
 	else if (ts == PQTRANS_INERROR)
 		snprintf(out, len, "handler failed (%s): %s", dis_strerror(rc),
 			 PQerrorMessage(conn));
@@ -913,8 +923,9 @@ int dis_batch_exec(dis_batch *b, const char *sql, int nparams,
 		return DIS_EINVAL;
 	l = b->l;
 	if (l->st != DIS__L_HANDLE || !l->store)
-		return dis_batch_fail(b, DIS_ESTATE, "dis_batch_exec outside "
-						     "a handler call");
+		return dis_batch_fail(b, DIS_ESTATE,
+				      "dis_batch_exec outside "
+				      "a handler call");
 	conn = dis_store_conn(l->store);
 	if (l->queued + 2 > l->qcap) {
 		int cap = l->qcap ? l->qcap * 2 : 256;
@@ -958,8 +969,8 @@ int dis_batch_exec(dis_batch *b, const char *sql, int nparams,
 		name = l->prep[slot].name;
 	if (name ? !PQsendQueryPrepared(conn, name, nparams, values, lengths,
 					formats, 0)
-		 : !PQsendQueryParams(conn, sql, nparams, NULL, values,
-				      lengths, formats, 0))
+		 : !PQsendQueryParams(conn, sql, nparams, NULL, values, lengths,
+				      formats, 0))
 		return dis_batch_fail(b, DIS_ECONN, "queueing: %s",
 				      PQerrorMessage(conn));
 	l->q[l->queued++] = (struct dis__queued){b->idx, -1};
@@ -999,40 +1010,23 @@ static void take_queue_failure(dis__listener *l, first_fail *f)
 		note_fail(f, l->q_fail_idx, DIS_EPG, false, l->q_msg);
 }
 
-/* Decodes every row before any handler runs (decoding may query the
- * schema registry, which cannot happen while writes are pipelined). */
-static int decode_all(dis__listener *l)
+/*
+ * Decodes row i. Decoding may query the schema registry (an unknown writer
+ * schema), which libpq refuses while writes are queued: then collect the
+ * queue and decode again. Returns the decode's code, or 1 when the queue
+ * held a failure (the batch ends there).
+ */
+static int decode_row(dis__listener *l, PGconn *conn, int i, dis_event **ev)
 {
-	free(l->evs);
-	l->evs = calloc((size_t)(l->nrows ? l->nrows : 1), sizeof(*l->evs));
-	if (!l->evs)
-		return DIS_ENOMEM;
-	for (int i = 0; i < l->nrows; i++) {
-		dis_position pos = row_pos(l->rows, i);
-		int rc;
+	int rc = dis__store_event_from_row(l->store, l->rows, i, 1, ev);
 
-		if (l->poison && pos.id == l->fail_id)
-			continue;
-		rc = dis__store_event_from_row(l->store, l->rows, i, 1,
-					       &l->evs[i].ev);
-		if (rc) {
-			l->evs[i].rc = rc;
-			l->evs[i].err = dis__strdup(dis_store_errmsg(l->store));
-		}
+	if (rc && rc != DIS_ESERDE &&
+	    PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
+		if (queue_sync(l, conn))
+			return 1;
+		rc = dis__store_event_from_row(l->store, l->rows, i, 1, ev);
 	}
-	return 0;
-}
-
-static void free_decoded(dis__listener *l)
-{
-	if (!l->evs)
-		return;
-	for (int i = 0; i < l->nrows; i++) {
-		dis_event_free(l->evs[i].ev);
-		free(l->evs[i].err);
-	}
-	free(l->evs);
-	l->evs = NULL;
+	return rc;
 }
 
 static void handle(dis__listener *l)
@@ -1064,28 +1058,31 @@ static void handle(dis__listener *l)
 		/* The checkpoint is past the failing event already. */
 		clear_failure(l);
 	}
-	if (decode_all(l)) {
-		l->errors++;
-		set_error(l, DIS_ENOMEM, "out of memory");
-		l->fail = DIS__F_INFRA;
-		goto out;
-	}
 	for (i = 0; i < l->nrows; i++) {
 		dis_position pos = row_pos(l->rows, i);
 		PGTransactionStatusType ts;
-		char before[160];
 		dis_event *ev;
 
 		if (rt->stopping || l->stopping || rt->free_requested) {
 			l->cut = true;
 			break;
 		}
-		if ((l->poison && pos.id == l->fail_id) ||
-		    l->evs[i].rc == DIS_ESERDE) {
+		if (l->poison && pos.id == l->fail_id) {
+			ev = NULL;
+			rc = DIS_ESERDE;
+		} else {
+			rc = decode_row(l, conn, i, &ev);
+			if (rc == 1)
+				break;
+		}
+		if (rc == DIS_ESERDE) {
 			/* A poison event: dead-lettered, never handled. */
 			bool known = l->poison && pos.id == l->fail_id;
-			const char *why = known ? l->fail_msg : l->evs[i].err;
+			char why[DIS_ERRMSG_LEN];
 
+			snprintf(why, sizeof(why), "%s",
+				 known ? l->fail_msg
+				       : dis_store_errmsg(l->store));
 			if (queue_sync(l, conn))
 				break;
 			if (!known) {
@@ -1097,7 +1094,7 @@ static void handle(dis__listener *l)
 					known ? l->fail_attempts : 1, skip)) {
 				if (!known)
 					note_fail(&ff, i, DIS_ESERDE, true,
-						  why ? why : "bad payload");
+						  why);
 				else
 					l->fail = DIS__F_INFRA;
 				break;
@@ -1112,23 +1109,24 @@ static void handle(dis__listener *l)
 			l->done++;
 			continue;
 		}
-		if (l->evs[i].rc) {
+		if (rc) {
 			l->errors++;
-			set_error(l, l->evs[i].rc, "%s",
-				  l->evs[i].err ? l->evs[i].err
-						: "out of memory");
+			set_error(l, rc, "%s", dis_store_errmsg(l->store));
 			dis__l_log(l, DIS_LOG_WARN, "%s", l->last_error);
 			l->fail = DIS__F_INFRA;
 			break;
 		}
-		ev = l->evs[i].ev;
 		b->idx = i;
 		b->attempt = pos.id == l->fail_id ? l->fail_attempts + 1 : 1;
 		b->failed = false;
 		b->code = 0;
-		snprintf(before, sizeof(before), "%s",
-			 dis_store_errmsg(l->store));
+		/* What the store said before, to tell a new message. */
+		if (strncmp(dis_store_errmsg(l->store), l->store_msg,
+			    sizeof(l->store_msg) - 1))
+			snprintf(l->store_msg, sizeof(l->store_msg), "%s",
+				 dis_store_errmsg(l->store));
 		rc = l->fn(l->arg, b, ev);
+		dis_event_free(ev);
 		if (rt->free_requested)
 			goto out; /* the runtime goes away on the way out */
 		if (PQstatus(conn) != CONNECTION_OK)
@@ -1156,7 +1154,7 @@ static void handle(dis__listener *l)
 			if (l->queued)
 				queue_sync(l, conn);
 			failure_text(l, conn, rc, PQtransactionStatus(conn),
-				     before, msg, sizeof(msg));
+				     l->store_msg, msg, sizeof(msg));
 			note_fail(&ff, i, rc ? rc : DIS_EPG, false, msg);
 		}
 		break;
@@ -1168,7 +1166,6 @@ static void handle(dis__listener *l)
 		event_failed(l, ff.idx, row_pos(l->rows, ff.idx), ff.code,
 			     ff.msg, ff.poison);
 out:
-	free_decoded(l);
 	if (rt->free_requested)
 		return;
 	if (dis__pq_take_back(l->pq)) {
@@ -1202,15 +1199,16 @@ static void fetched(dis__listener *l, PGresult *rows)
 	handle(l);
 }
 
-static void on_fetch(dis__listener *l)
+/* Results of BEGIN, fetch and lock, from statement k of the pipeline. */
+static void on_fetch_at(dis__listener *l, int k)
 {
 	PGresult *lock;
 
-	if (dis__pq_check(l->pq, NULL) >= 0) {
+	if (dis__pq_check_range(l->pq, k, k + 3, NULL) >= 0) {
 		infra_fail(l, "starting a batch");
 		return;
 	}
-	lock = dis__pq_result(l->pq, 2);
+	lock = dis__pq_result(l->pq, k + 2);
 	if (PQntuples(lock) != 1) {
 		/* Another process works the listener (or its row is gone). */
 		l->skipped++;
@@ -1227,7 +1225,12 @@ static void on_fetch(dis__listener *l)
 		send_rollback(l);
 		return;
 	}
-	fetched(l, dis__pq_take(l->pq, 1));
+	fetched(l, dis__pq_take(l->pq, k + 1));
+}
+
+static void on_fetch(dis__listener *l)
+{
+	on_fetch_at(l, 0);
 }
 
 static void on_refetch(dis__listener *l)
@@ -1239,16 +1242,30 @@ static void on_refetch(dis__listener *l)
 	fetched(l, dis__pq_take(l->pq, 0));
 }
 
+/* Whether the next batch can start behind this one's COMMIT. */
+static bool chainable(const dis__listener *l)
+{
+	const dis_runtime *rt = l->rt;
+	bool full = (size_t)l->nrows == l->limit;
+
+	return (l->pending || full) && !l->cut && !l->halt_after &&
+	       !l->halted && !l->stopping && !rt->stopping && !l->fail_id &&
+	       !l->prefix && !l->single && !l->poison &&
+	       l->fail == DIS__F_NONE && !l->want_blocker;
+}
+
 static void commit(dis__listener *l)
 {
 	char ck_tx[24], ck_id[24], max_id[24], att[16], fid[24];
-	char p_tx[24], p_id[24], barrier[24];
-	const char *upd[11] = {l->id, ck_tx, ck_id, max_id, NULL,
-			       l->last_error, att, fid, l->rt->owner,
-			       l->types_array, l->query_text};
+	char barrier[24];
+	const char *upd[11] = {
+		l->id,        ck_tx,          ck_id,        max_id,
+		NULL,         l->last_error,  att,          fid,
+		l->rt->owner, l->types_array, l->query_text};
 	const char *probe[2] = {ck_tx, ck_id};
 	const char *blk[1] = {barrier};
-	dis__stmt s[4];
+	dis__stmt s[7];
+	dis__sql next;
 	int n = 0, rc;
 	uint64_t now = dis__now_ms();
 
@@ -1263,14 +1280,23 @@ static void commit(dis__listener *l)
 	l->ck_new = l->cut || l->halt_after ? l->last : l->next;
 	if (dis_position_cmp(l->ck_new, l->ck) < 0)
 		l->ck_new = l->ck;
+	/*
+	 * Moving the checkpoint up to the barrier past nothing saves no
+	 * rescan: an idle listener writes its row only for its heartbeat.
+	 * (Events that came since the last probe show up in this one, past
+	 * the kept checkpoint, and the recheck then writes.)
+	 */
+	l->wrote_row =
+		l->row_dirty || l->halt_after || l->done > 0 ||
+		now - l->row_written_ms >= ROW_HEARTBEAT_MS ||
+		(dis_position_cmp(l->ck_new, l->ck) &&
+		 (!l->head_known || dis_position_cmp(l->head, l->ck) > 0));
+	if (!l->wrote_row)
+		l->ck_new = l->ck;
 	snprintf(ck_tx, sizeof(ck_tx), "%" PRIu64, l->ck_new.tx);
 	snprintf(ck_id, sizeof(ck_id), "%" PRId64, l->ck_new.id);
 	snprintf(max_id, sizeof(max_id), "%" PRId64, l->max_id);
 	snprintf(barrier, sizeof(barrier), "%" PRIu64, l->barrier);
-	snprintf(p_tx, sizeof(p_tx), "%s", ck_tx);
-	snprintf(p_id, sizeof(p_id), "%s", ck_id);
-	probe[0] = p_tx;
-	probe[1] = p_id;
 	if (l->halt_after) {
 		snprintf(att, sizeof(att), "%" PRIu32, l->fail_attempts);
 		snprintf(fid, sizeof(fid), "%" PRId64, l->fail_id);
@@ -1280,18 +1306,53 @@ static void commit(dis__listener *l)
 		snprintf(fid, sizeof(fid), "%" PRId64, l->fail_id);
 	}
 	upd[4] = l->halt_after ? "stopped" : db_state(l);
-	l->wrote_row = l->row_dirty || l->halt_after ||
-		       dis_position_cmp(l->ck_new, l->ck) ||
-		       now - l->row_written_ms >= ROW_HEARTBEAT_MS;
 	if (l->wrote_row)
-		s[n++] = (dis__stmt){.name = S_COMMIT, .nparams = 11,
-				     .values = upd};
+		s[n++] = (dis__stmt){
+			.name = S_COMMIT, .nparams = 11, .values = upd};
+	l->idx_probe = n;
 	s[n++] = (dis__stmt){.name = S_PROBE, .nparams = 2, .values = probe};
-	if (l->want_blocker)
-		s[n++] = (dis__stmt){.sql = SQL_BLOCKER, .nparams = 1,
-				     .values = blk};
+	l->idx_blocker = -1;
+	if (l->want_blocker) {
+		l->idx_blocker = n;
+		s[n++] = (dis__stmt){
+			.sql = SQL_BLOCKER, .nparams = 1, .values = blk};
+	}
+	l->idx_commit = n;
 	s[n++] = (dis__stmt){.sql = "COMMIT"};
-	rc = dis__pq_send(l->pq, s, n);
+	/*
+	 * More is known to wait (a notification came during the batch, or
+	 * it was full): the next batch rides in the same pipeline, right
+	 * behind the COMMIT, which saves a round trip per batch.
+	 */
+	l->chain_k = 0;
+	if (chainable(l)) {
+		const char *id[1] = {l->id};
+
+		dis__sql_init(&next);
+		if (!dis__read_sql(l->query, l->ck_new, l->cfg.fetch_size,
+				   &next)) {
+			l->chain_k = n;
+			l->chain_from = l->ck_new;
+			l->chain_limit = l->cfg.fetch_size;
+			s[n++] = (dis__stmt){.sql = SQL_BEGIN};
+			s[n] = (dis__stmt){
+				.binary = 1,
+				.nparams = next.nparams,
+				.values = (const char *const *)next.params};
+			if (!strcmp(dis__buf_cstr(&next.text), l->fetch_sql))
+				s[n].name = S_FETCH;
+			else
+				s[n].sql = dis__buf_cstr(&next.text);
+			n++;
+			s[n++] = (dis__stmt){
+				.name = S_LOCK, .nparams = 1, .values = id};
+			l->pending = false;
+		}
+		rc = dis__pq_send(l->pq, s, n);
+		dis__sql_free(&next);
+	} else {
+		rc = dis__pq_send(l->pq, s, n);
+	}
 	if (rc) {
 		conn_down(l, dis__pq_errmsg(l->pq));
 		return;
@@ -1324,6 +1385,7 @@ static void after_probe(dis__listener *l, const PGresult *p,
 			l->head.tx = strtoull(PQgetvalue(p, 0, 0), NULL, 10);
 			l->head.id = strtoll(PQgetvalue(p, 0, 1), NULL, 10);
 		}
+		l->head_known = true;
 		pend = !PQgetisnull(p, 0, 2);
 		if (pend) {
 			int64_t first = strtoll(PQgetvalue(p, 0, 3), NULL, 10);
@@ -1405,14 +1467,16 @@ static void after_probe(dis__listener *l, const PGresult *p,
 static void on_commit(dis__listener *l)
 {
 	dis_runtime *rt = l->rt;
-	int n = dis__pq_nresults(l->pq);
-	int bad = dis__pq_check(l->pq, NULL);
+	int k = l->chain_k;
+	int bad = dis__pq_check_range(l->pq, 0, l->idx_commit + 1, NULL);
 	bool full, more;
-	PGresult *probe = NULL, *blocker = NULL;
+	PGresult *probe, *blocker;
 	uint64_t now;
 
+	l->chain_k = 0;
 	if (bad >= 0) {
-		if (bad == n - 1 && l->handled > 0) {
+		/* (A chained batch was aborted with it.) */
+		if (bad == l->idx_commit && l->handled > 0) {
 			/* COMMIT itself failed: deferred checks or a
 			 * serialization failure of the handlers' writes. */
 			char msg[DIS_ERRMSG_LEN];
@@ -1421,7 +1485,8 @@ static void on_commit(dis__listener *l)
 				 dis__pq_errmsg(l->pq));
 			l->halt_after = false;
 			if (l->handled == 1 || l->single) {
-				event_failed(l, 0, l->last, DIS_EPG, msg, false);
+				event_failed(l, 0, l->last, DIS_EPG, msg,
+					     false);
 				/* Its retry must run alone again. */
 				l->prefix = 0;
 				l->single = 1;
@@ -1432,7 +1497,8 @@ static void on_commit(dis__listener *l)
 				l->fail = DIS__F_INFRA;
 				dis__l_log(l, DIS_LOG_WARN,
 					   "%s; retrying its %d events one "
-					   "by one", msg, l->handled);
+					   "by one",
+					   msg, l->handled);
 			}
 			send_rollback(l);
 			return;
@@ -1453,8 +1519,8 @@ static void on_commit(dis__listener *l)
 		char a[48];
 
 		dis__l_log(l, DIS_LOG_DEBUG, "%d events, checkpoint %s",
-			   l->done, dis_position_format(l->ck_new, a,
-							sizeof(a)));
+			   l->done,
+			   dis_position_format(l->ck_new, a, sizeof(a)));
 	}
 	l->ck = l->ck_new;
 	l->committed_once = true;
@@ -1468,19 +1534,29 @@ static void on_commit(dis__listener *l)
 	record_duration(l, dis__now_s() - l->t0);
 	l->backoff_ms = 0;
 	l->due_ms = 0;
-	for (int i = 0; i < n; i++) {
-		PGresult *r = dis__pq_result(l->pq, i);
-
-		if (PQnfields(r) == 5)
-			probe = r;
-		else if (PQnfields(r) == 4)
-			blocker = r;
-	}
-	more = full || l->prefix || l->single || l->poison;
+	probe = dis__pq_result(l->pq, l->idx_probe);
+	blocker = dis__pq_result(l->pq, l->idx_blocker);
+	/* A chained batch is already the "more". */
+	more = !k && (full || l->prefix || l->single || l->poison);
 	after_probe(l, probe, blocker, more);
 	drop_rows(l);
 	l->st = DIS__L_IDLE;
 	l->next_poll_ms = now + l->cfg.poll_interval_ms;
+	if (k) {
+		/* The chained batch: as if start_batch() had sent it. */
+		l->t0 = dis__now_s();
+		l->from = l->chain_from;
+		l->limit = l->chain_limit;
+		l->fail = DIS__F_NONE;
+		l->recheck_at_ms = 0;
+		l->st = DIS__L_FETCH;
+		if (l->stopping) {
+			dis__listener_schedule(l); /* closes: rolls back */
+			return;
+		}
+		on_fetch_at(l, k);
+		return;
+	}
 	if (l->halt_after) {
 		l->halt_after = false;
 		l->halted = true;
@@ -1520,11 +1596,8 @@ static void on_rollback(dis__listener *l)
 		l->due_ms = now + dis__jitter(rt, l->backoff_ms, 0.5);
 		l->pending = true;
 		break;
-	case DIS__F_EVENT:
-		l->pending = true;
-		break;
-	default:
-		break;
+	case DIS__F_EVENT: l->pending = true; break;
+	default: break;
 	}
 	l->fail = DIS__F_NONE;
 	dis__listener_schedule(l);
@@ -1544,32 +1617,19 @@ static void on_pq(dis__pq *pq, void *arg, dis__pq_event ev, int status)
 		else
 			on_connected(l);
 		break;
-	case DIS__PQ_LOST:
-		conn_down(l, dis__pq_errmsg(pq));
-		break;
+	case DIS__PQ_LOST: conn_down(l, dis__pq_errmsg(pq)); break;
 	case DIS__PQ_NOTIFY:
 		while ((n = dis__pq_notify(pq)) != NULL)
 			PQfreemem(n);
 		break;
 	case DIS__PQ_RESULTS:
 		switch (l->st) {
-		case DIS__L_SETUP:
-			on_setup(l);
-			break;
-		case DIS__L_FETCH:
-			on_fetch(l);
-			break;
-		case DIS__L_REFETCH:
-			on_refetch(l);
-			break;
-		case DIS__L_COMMIT:
-			on_commit(l);
-			break;
-		case DIS__L_ROLLBACK:
-			on_rollback(l);
-			break;
-		default:
-			break;
+		case DIS__L_SETUP: on_setup(l); break;
+		case DIS__L_FETCH: on_fetch(l); break;
+		case DIS__L_REFETCH: on_refetch(l); break;
+		case DIS__L_COMMIT: on_commit(l); break;
+		case DIS__L_ROLLBACK: on_rollback(l); break;
+		default: break;
 		}
 		break;
 	}

@@ -22,22 +22,22 @@ typedef enum dis__lstate {
 	DIS__L_CLOSED = 0, /* not started, or stopped by the runtime */
 	DIS__L_DOWN,       /* no connection: the timer brings the next try */
 	DIS__L_CONNECTING,
-	DIS__L_SETUP,      /* registering the row, preparing statements */
+	DIS__L_SETUP, /* registering the row, preparing statements */
 	DIS__L_IDLE,
-	DIS__L_FETCH,      /* BEGIN; fetch; lock the row */
-	DIS__L_REFETCH,    /* fetch again from the checkpoint just locked */
-	DIS__L_HANDLE,     /* handlers running (synchronously) */
-	DIS__L_COMMIT,     /* checkpoint; probe; COMMIT */
-	DIS__L_ROLLBACK    /* ROLLBACK (and a note of the failure) */
+	DIS__L_FETCH,   /* BEGIN; fetch; lock the row */
+	DIS__L_REFETCH, /* fetch again from the checkpoint just locked */
+	DIS__L_HANDLE,  /* handlers running (synchronously) */
+	DIS__L_COMMIT,  /* checkpoint; probe; COMMIT */
+	DIS__L_ROLLBACK /* ROLLBACK (and a note of the failure) */
 } dis__lstate;
 
 /* How a batch ended, when it did not commit. */
 typedef enum dis__lfail {
 	DIS__F_NONE = 0,
-	DIS__F_SKIP,    /* another process holds the listener */
-	DIS__F_HALTED,  /* stopped listener: nothing to do */
-	DIS__F_EVENT,   /* the failing event's handler (or payload) */
-	DIS__F_INFRA    /* our own statements or the database */
+	DIS__F_SKIP,   /* another process holds the listener */
+	DIS__F_HALTED, /* stopped listener: nothing to do */
+	DIS__F_EVENT,  /* the failing event's handler (or payload) */
+	DIS__F_INFRA   /* our own statements or the database */
 } dis__lfail;
 
 typedef struct dis__listener dis__listener;
@@ -52,15 +52,9 @@ struct dis__queued {
 	int prep; /* the prepared-statement slot it creates, or -1 */
 };
 
-struct dis__decoded {
-	dis_event *ev;
-	int rc;
-	char *err;
-};
-
 struct dis_batch {
 	dis__listener *l;
-	int idx;            /* the event's index in the batch */
+	int idx; /* the event's index in the batch */
 	uint32_t attempt;
 	bool failed;
 	int code;
@@ -76,19 +70,19 @@ struct dis__listener {
 	dis_listener_config cfg;
 	char *types_array; /* text[] literal: the types the query can select */
 	char *query_text;
-	char *fetch_sql;   /* the prepared fetch statement's text */
+	char *fetch_sql; /* the prepared fetch statement's text */
 	char tag[DIS_LISTENER_ID_MAX + 16];
 
 	dis__pq *pq;
 	dis_store *store;
 	struct event *ev_timer;
 	dis__lstate st;
-	bool pending;     /* a batch is wanted */
-	bool stopping;    /* the runtime is stopping: close when possible */
-	bool halted;      /* stopped in front of a poison event */
-	bool row_dirty;   /* state, error or metadata to write */
+	bool pending;   /* a batch is wanted */
+	bool stopping;  /* the runtime is stopping: close when possible */
+	bool halted;    /* stopped in front of a poison event */
+	bool row_dirty; /* state, error or metadata to write */
 	bool committed_once;
-	uint64_t due_ms;       /* no connect/batch before (backoff) */
+	uint64_t due_ms; /* no connect/batch before (backoff) */
 	uint64_t next_poll_ms;
 	uint64_t recheck_at_ms; /* look again then (0: no) */
 	uint64_t row_written_ms;
@@ -107,20 +101,28 @@ struct dis__listener {
 	dis_position from;
 	dis_position next;
 	uint64_t barrier;
-	dis_position last;     /* position after the last event done */
+	dis_position last; /* position after the last event done */
 	int64_t max_id;
-	int64_t handled_id;    /* the last event handled */
-	int done;              /* events done (handled or dead-lettered) */
-	int handled;           /* events handled by the handler */
-	int dead;              /* events dead-lettered */
-	bool cut;              /* ended before its last row */
-	bool fail_ok;          /* the failing event was handled this time */
-	bool halt_after;       /* a poison event stops the listener */
+	int64_t handled_id; /* the last event handled */
+	int done;           /* events done (handled or dead-lettered) */
+	int handled;        /* events handled by the handler */
+	int dead;           /* events dead-lettered */
+	bool cut;           /* ended before its last row */
+	bool fail_ok;       /* the failing event was handled this time */
+	bool halt_after;    /* a poison event stops the listener */
 	dis__lfail fail;
 	dis_position ck_new;
 	bool want_blocker;
 	bool wrote_row;
-	struct dis__decoded *evs;
+	/* The commit pipeline: where its results are, and a next batch
+	 * chained behind it (BEGIN, fetch, lock from chain_k; 0: none). */
+	int idx_probe;
+	int idx_blocker;
+	int idx_commit;
+	int chain_k;
+	dis_position chain_from;
+	size_t chain_limit;
+	char store_msg[160]; /* the store's message before a handler */
 
 	/* Writes queued by handlers (dis_batch_exec). */
 	struct dis__queued *q;
@@ -136,15 +138,15 @@ struct dis__listener {
 	int nprep;
 
 	/* The failing event. */
-	int64_t fail_id;       /* 0: none */
+	int64_t fail_id; /* 0: none */
 	dis_position fail_pos;
 	uint32_t fail_attempts;
 	int fail_code;
 	char fail_msg[DIS_ERRMSG_LEN];
-	bool poison;           /* dead-letter it when it comes first */
-	uint64_t fail_due_ms;  /* retry not before */
-	uint32_t prefix;       /* next batch: at most this many events */
-	uint32_t single;       /* so many next batches carry one event */
+	bool poison;          /* dead-letter it when it comes first */
+	uint64_t fail_due_ms; /* retry not before */
+	uint32_t prefix;      /* next batch: at most this many events */
+	uint32_t single;      /* so many next batches carry one event */
 
 	/* Waiting on a transaction that holds the barrier. */
 	uint64_t held_since_ms;
@@ -155,6 +157,7 @@ struct dis__listener {
 	/* Statistics. */
 	dis_listener_state state;
 	dis_position head;
+	bool head_known;
 	int64_t behind;
 	double behind_secs;
 	int blocker_pid;
@@ -198,7 +201,7 @@ struct dis_runtime {
 	struct event *ev_stop;
 	struct event *ev_stop_timeout;
 
-	int depth;          /* runtime callbacks on the stack */
+	int depth; /* runtime callbacks on the stack */
 	bool free_requested;
 	bool destroying;
 	uint64_t rng;
@@ -233,7 +236,6 @@ void dis__listener_close(dis__listener *l);
 /* The connection's prepared handler statements are gone. */
 void dis__listener_forget_prepared(dis__listener *l);
 /* Whether the notification payload (types, "" = any) concerns it. */
-bool dis__listener_wants(const dis__listener *l, char *const *types,
-			 size_t n);
+bool dis__listener_wants(const dis__listener *l, char *const *types, size_t n);
 
 #endif

@@ -63,7 +63,7 @@ typedef struct dis__stmt {
 	const char *const *values;
 	const int *lengths; /* NULL: text parameters */
 	const int *formats;
-	int binary;         /* results in binary */
+	int binary; /* results in binary */
 } dis__stmt;
 
 dis__pq *dis__pq_new(struct event_base *base, dis__pq_fn fn, void *arg);
@@ -103,6 +103,9 @@ PGresult *dis__pq_take(dis__pq *pq, int i);
  * to dis__pq_errmsg().
  */
 int dis__pq_check(dis__pq *pq, const ExecStatusType *want);
+/* The same over statements from .. to-1 (want indexed from `from`). */
+int dis__pq_check_range(dis__pq *pq, int from, int to,
+			const ExecStatusType *want);
 
 /* The next waiting notification (free with PQfreemem), or NULL. */
 PGnotify *dis__pq_notify(dis__pq *pq);

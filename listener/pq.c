@@ -92,13 +92,15 @@ static void set_conn_err(dis__pq *pq, const char *conninfo)
 static void on_notice(void *arg, const PGresult *res)
 {
 	dis__pq *pq = arg;
-	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *sev =
+		PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
 	const char *msg = PQresultErrorMessage(res);
 	size_t n = strlen(msg);
 
 	while (n && msg[n - 1] == '\n')
 		n--;
-	pq_log(pq, sev && !strcmp(sev, "WARNING") ? DIS_LOG_WARN : DIS_LOG_DEBUG,
+	pq_log(pq,
+	       sev && !strcmp(sev, "WARNING") ? DIS_LOG_WARN : DIS_LOG_DEBUG,
 	       "server: %.*s", (int)n, msg);
 }
 
@@ -265,15 +267,9 @@ static void connect_step(dis__pq *pq)
 	int rc = 0;
 
 	switch (PQconnectPoll(pq->conn)) {
-	case PGRES_POLLING_READING:
-		rc = watch_step(pq, EV_READ);
-		break;
-	case PGRES_POLLING_WRITING:
-		rc = watch_step(pq, EV_WRITE);
-		break;
-	case PGRES_POLLING_OK:
-		connected(pq);
-		return;
+	case PGRES_POLLING_READING: rc = watch_step(pq, EV_READ); break;
+	case PGRES_POLLING_WRITING: rc = watch_step(pq, EV_WRITE); break;
+	case PGRES_POLLING_OK: connected(pq); return;
 	default:
 		set_conn_err(pq, NULL);
 		rc = DIS_ECONN;
@@ -310,12 +306,20 @@ int dis__pq_connect(dis__pq *pq, const char *conninfo, const char *appname,
 	 * Entries before "dbname" are defaults the conninfo may override;
 	 * fallback_application_name never overrides the user's choice.
 	 */
-	const char *keys[] = {"keepalives", "keepalives_idle",
-			      "keepalives_interval", "keepalives_count",
-			      "dbname", "fallback_application_name", NULL};
-	const char *vals[] = {"1", "30", "10", "3",
+	const char *keys[] = {"keepalives",
+			      "keepalives_idle",
+			      "keepalives_interval",
+			      "keepalives_count",
+			      "dbname",
+			      "fallback_application_name",
+			      NULL};
+	const char *vals[] = {"1",
+			      "30",
+			      "10",
+			      "3",
 			      conninfo ? conninfo : "",
-			      appname ? appname : "disintegrate", NULL};
+			      appname ? appname : "disintegrate",
+			      NULL};
 	struct timeval tv;
 	int rc;
 
@@ -400,7 +404,8 @@ int dis__pq_send(dis__pq *pq, const dis__stmt *stmts, int n)
 		int ok;
 
 		if (s->prepare)
-			ok = PQsendPrepare(c, s->name, s->sql, s->nparams, NULL);
+			ok = PQsendPrepare(c, s->name, s->sql, s->nparams,
+					   NULL);
 		else if (s->name)
 			ok = PQsendQueryPrepared(c, s->name, s->nparams,
 						 s->values, s->lengths,
@@ -580,11 +585,20 @@ PGresult *dis__pq_take(dis__pq *pq, int i)
 
 int dis__pq_check(dis__pq *pq, const ExecStatusType *want)
 {
-	for (int i = 0; i < pq->nres; i++) {
+	return dis__pq_check_range(pq, 0, pq->nres, want);
+}
+
+int dis__pq_check_range(dis__pq *pq, int from, int to,
+			const ExecStatusType *want)
+{
+	if (to > pq->nres)
+		to = pq->nres;
+	for (int i = from; i < to; i++) {
 		PGresult *r = pq->res[i];
 		ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-		bool ok = want ? st == want[i]
-			       : st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+		bool ok = want ? st == want[i - from]
+			       : st == PGRES_COMMAND_OK ||
+					  st == PGRES_TUPLES_OK;
 		const char *state;
 
 		if (ok)
@@ -643,7 +657,7 @@ const char *dis__pq_sqlstate(const dis__pq *pq)
 int dis__pq_backend_pid(const dis__pq *pq)
 {
 	return pq->conn && pq->state >= DIS__PQ_IDLE ? PQbackendPID(pq->conn)
-						       : 0;
+						     : 0;
 }
 
 PGconn *dis__pq_lend(dis__pq *pq)
@@ -682,9 +696,10 @@ int dis__pq_take_back(dis__pq *pq)
 	}
 	if (PQstatus(pq->conn) != CONNECTION_OK ||
 	    PQpipelineStatus(pq->conn) != PQ_PIPELINE_OFF) {
-		set_err(pq, "", PQstatus(pq->conn) == CONNECTION_OK
-					? "connection left in pipeline mode"
-					: PQerrorMessage(pq->conn));
+		set_err(pq, "",
+			PQstatus(pq->conn) == CONNECTION_OK
+				? "connection left in pipeline mode"
+				: PQerrorMessage(pq->conn));
 		dis__pq_close(pq);
 		return DIS_ECONN;
 	}

@@ -54,8 +54,7 @@ int dis_runner_new(const char *conninfo, const dis_schema *schema,
 		dis_runner_free(r);
 		return DIS_EIO;
 	}
-	rc = dis_runtime_new(r->base, conninfo, schema, &r->rt, errbuf,
-			     errlen);
+	rc = dis_runtime_new(r->base, conninfo, schema, &r->rt, errbuf, errlen);
 	if (rc) {
 		dis_runner_free(r);
 		return rc;
@@ -89,8 +88,9 @@ static void begin_stop(dis_runner *r)
 {
 	if (r->stopping) {
 		/* Asked again: stop waiting for the batches in flight. */
-		dis__rt_log(r->rt, DIS_LOG_WARN, "stop requested again: "
-						 "giving up on a graceful stop");
+		dis__rt_log(r->rt, DIS_LOG_WARN,
+			    "stop requested again: "
+			    "giving up on a graceful stop");
 		r->result = DIS_ECANCELED;
 		event_base_loopbreak(r->base);
 		return;

@@ -21,12 +21,12 @@
 
 /* The LISTEN connection's states. */
 enum {
-	N_OFF = 0,  /* not wanted or stopped */
-	N_DOWN,     /* the timer brings the next connect */
+	N_OFF = 0, /* not wanted or stopped */
+	N_DOWN,    /* the timer brings the next connect */
 	N_CONNECTING,
 	N_LISTENING, /* LISTEN sent */
 	N_READY,
-	N_HEARTBEAT  /* a heartbeat query is out */
+	N_HEARTBEAT /* a heartbeat query is out */
 };
 
 static const double HIST_BOUNDS[DIS_LISTENER_HIST_BUCKETS - 1] = {
@@ -179,7 +179,8 @@ static bool notifier_wanted(const dis_runtime *rt)
 
 static void n_arm(dis_runtime *rt, uint64_t ms)
 {
-	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	struct timeval tv = {(time_t)(ms / 1000),
+			     (suseconds_t)(ms % 1000) * 1000};
 
 	evtimer_add(rt->nev_timer, &tv);
 }
@@ -217,7 +218,8 @@ static void n_down(dis_runtime *rt, const char *why)
 	rt->ndue_ms = dis__now_ms() + d;
 	dis__rt_log(rt, DIS_LOG_WARN,
 		    "notifier: %s; polling only, reconnecting in %" PRIu64
-		    " ms", why, d);
+		    " ms",
+		    why, d);
 	n_arm(rt, d);
 }
 
@@ -269,9 +271,7 @@ static void n_on_pq(dis__pq *pq, void *arg, dis__pq_event ev, int status)
 		}
 		rt->nst = N_LISTENING;
 		break;
-	case DIS__PQ_LOST:
-		n_down(rt, dis__pq_errmsg(pq));
-		break;
+	case DIS__PQ_LOST: n_down(rt, dis__pq_errmsg(pq)); break;
 	case DIS__PQ_RESULTS:
 		if (dis__pq_check(pq, NULL) >= 0) {
 			char why[DIS_ERRMSG_LEN];
@@ -325,9 +325,7 @@ static void n_on_timer(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	dis__rt_enter(rt);
 	switch (rt->nst) {
-	case N_DOWN:
-		n_connect(rt);
-		break;
+	case N_DOWN: n_connect(rt); break;
 	case N_READY:
 		if (dis__pq_send(rt->npq, &ping, 1)) {
 			char why[DIS_ERRMSG_LEN];
@@ -344,8 +342,7 @@ static void n_on_timer(evutil_socket_t fd, short what, void *arg)
 		/* No answer within a whole period: the link is dead. */
 		n_down(rt, "no answer to the heartbeat");
 		break;
-	default:
-		break;
+	default: break;
 	}
 	dis__rt_leave(rt);
 }
@@ -511,8 +508,7 @@ int dis_runtime_add_listener(dis_runtime *rt, const char *id,
 	if (!rt)
 		return DIS_EINVAL;
 	if (!id || !*id || strlen(id) > DIS_LISTENER_ID_MAX)
-		return rt_fail(rt, DIS_EINVAL,
-			       "a listener id is 1 to %d bytes",
+		return rt_fail(rt, DIS_EINVAL, "a listener id is 1 to %d bytes",
 			       DIS_LISTENER_ID_MAX);
 	if (!query || !handler)
 		return rt_fail(rt, DIS_EINVAL,
@@ -531,8 +527,7 @@ int dis_runtime_add_listener(dis_runtime *rt, const char *id,
 	for (size_t i = 0; i < rt->nls; i++)
 		if (!strcmp(rt->ls[i]->id, id))
 			return rt_fail(rt, DIS_EINVAL,
-				       "listener %s is already registered",
-				       id);
+				       "listener %s is already registered", id);
 	if (rt->nls == rt->cap) {
 		size_t cap = rt->cap ? rt->cap * 2 : 4;
 		dis__listener **ls = realloc(rt->ls, cap * sizeof(*ls));
@@ -581,11 +576,12 @@ int dis_runtime_start(dis_runtime *rt)
 	if (!rt)
 		return DIS_EINVAL;
 	if (rt->running || rt->destroying)
-		return rt_fail(rt, DIS_ESTATE, "the runtime is already running");
+		return rt_fail(rt, DIS_ESTATE,
+			       "the runtime is already running");
 	if (!rt->ev_stop) {
 		rt->ev_stop = event_new(rt->base, -1, 0, on_stop_done, rt);
-		rt->ev_stop_timeout = evtimer_new(rt->base, on_stop_timeout,
-						  rt);
+		rt->ev_stop_timeout =
+			evtimer_new(rt->base, on_stop_timeout, rt);
 		if (!rt->ev_stop || !rt->ev_stop_timeout)
 			return rt_fail(rt, DIS_ENOMEM, "out of memory");
 	}
@@ -773,12 +769,10 @@ int dis_runtime_stats(dis_runtime *rt, dis_listener_stats **out, size_t *n)
 		s->head = l->head;
 		s->events_behind = l->behind;
 		s->seconds_behind = l->behind_secs;
-		s->blocker_pid = l->state == DIS_LISTENER_WAITING
-					 ? l->blocker_pid
-					 : 0;
-		s->blocker_seconds = l->state == DIS_LISTENER_WAITING
-					     ? l->blocker_secs
-					     : 0;
+		s->blocker_pid =
+			l->state == DIS_LISTENER_WAITING ? l->blocker_pid : 0;
+		s->blocker_seconds =
+			l->state == DIS_LISTENER_WAITING ? l->blocker_secs : 0;
 		s->attempts = l->fail_id ? l->fail_attempts : 0;
 		s->last_error_code = l->last_code;
 		s->events_handled = l->events_handled;

@@ -19,11 +19,11 @@ struct dis_indexer {
 	char *update_sql;
 	dis_query *query;
 	uint64_t events;
-	uint64_t filled;
+	char *nulls_sql; /* counts the rows still to fill */
+	dis__buf types;  /* text[] literal of the types declaring the id */
 };
 
-int dis_indexer_new(const dis_schema *schema, const char *id,
-		    dis_indexer **out)
+int dis_indexer_new(const dis_schema *schema, const char *id, dis_indexer **out)
 {
 	dis_indexer *ix;
 	dis_filter *f;
@@ -54,17 +54,29 @@ int dis_indexer_new(const dis_schema *schema, const char *id,
 			 : "text",
 		 name);
 	ix->update_sql = dis__strdup(sql);
-	rc = ix->update_sql ? dis_query_new(schema, &ix->query) : DIS_ENOMEM;
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM event WHERE \"%s\" IS NULL"
+		 " AND event_type = ANY($1::text[])",
+		 name);
+	ix->nulls_sql = dis__strdup(sql);
+	rc = ix->update_sql && ix->nulls_sql ? dis_query_new(schema, &ix->query)
+					     : DIS_ENOMEM;
 	if (!rc)
 		rc = dis_query_add_filter(ix->query, &f);
 	for (size_t t = 0; !rc && t < dis_schema_type_count(schema); t++) {
 		const char *type = dis_schema_type_name(schema, t);
 
-		if (dis_schema_type_has_id(schema, type, name))
-			rc = dis_filter_type(f, type);
+		if (!dis_schema_type_has_id(schema, type, name))
+			continue;
+		rc = dis_filter_type(f, type);
+		dis__buf_puts(&ix->types, ix->types.len ? "," : "{");
+		dis__buf_puts(&ix->types, type);
 	}
+	dis__buf_puts(&ix->types, "}");
 	if (!rc)
 		rc = dis_query_check(ix->query);
+	if (!rc && !dis__buf_cstr(&ix->types))
+		rc = DIS_ENOMEM;
 	if (rc) {
 		dis_indexer_free(ix);
 		return rc;
@@ -79,6 +91,8 @@ void dis_indexer_free(dis_indexer *ix)
 		return;
 	dis_query_free(ix->query);
 	free(ix->update_sql);
+	free(ix->nulls_sql);
+	dis__buf_free(&ix->types);
 	free(ix);
 }
 
@@ -87,19 +101,12 @@ uint64_t dis_indexer_events(const dis_indexer *ix)
 	return ix ? ix->events : 0;
 }
 
-uint64_t dis_indexer_filled(const dis_indexer *ix)
-{
-	return ix ? ix->filled : 0;
-}
-
 static int index_handler(void *arg, dis_batch *batch, const dis_event *ev)
 {
 	dis_indexer *ix = arg;
-	PGconn *conn = dis_batch_conn(batch);
 	dis__idval v;
 	char num[24], eid[24];
 	const char *vals[2] = {NULL, eid};
-	PGresult *res;
 	int rc;
 
 	ix->events++;
@@ -117,18 +124,8 @@ static int index_handler(void *arg, dis_batch *batch, const dis_event *ev)
 		vals[0] = v.str;
 	}
 	snprintf(eid, sizeof(eid), "%" PRId64, dis_event_id(ev));
-	res = PQexecParams(conn, ix->update_sql, 2, NULL, vals, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		char msg[DIS_ERRMSG_LEN];
-
-		rc = dis__pq_fail(conn, res, "filling the column", msg,
-				  sizeof(msg));
-		PQclear(res);
-		return dis_batch_fail(batch, rc, "%s", msg);
-	}
-	ix->filled += strtoull(PQcmdTuples(res), NULL, 10);
-	PQclear(res);
-	return 0;
+	/* Queued: no round trip per event. */
+	return dis_batch_exec(batch, ix->update_sql, 2, vals, NULL, NULL);
 }
 
 int dis_indexer_attach(dis_indexer *ix, dis_runtime *rt,
@@ -141,6 +138,23 @@ int dis_indexer_attach(dis_indexer *ix, dis_runtime *rt,
 }
 
 /* ---- backfill ---- */
+
+/* Rows of the id's types whose column is NULL. */
+static int count_nulls(dis_indexer *ix, dis_store *store, uint64_t *out)
+{
+	const char *v[1] = {dis__buf_cstr(&ix->types)};
+	PGresult *res = PQexecParams(dis_store_conn(store), ix->nulls_sql, 1,
+				     NULL, v, NULL, NULL, 0);
+	int rc = 0;
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		*out = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	else
+		rc = dis__store_pg_fail(store, res,
+					"counting the rows to fill");
+	PQclear(res);
+	return rc;
+}
 
 typedef struct backfill {
 	struct event_base *base;
@@ -218,6 +232,7 @@ int dis_index_backfill(const char *conninfo, const dis_schema *schema,
 	struct event *timer = NULL;
 	struct timeval tick = {0, 50 * 1000};
 	double t0 = dis__mono_s();
+	uint64_t nulls_before = 0, nulls_after = 0;
 	int rc;
 
 	b.err = errbuf ? errbuf : scratch;
@@ -241,6 +256,8 @@ int dis_index_backfill(const char *conninfo, const dis_schema *schema,
 		rc = dis_store_migrate(store);
 		if (!rc)
 			rc = dis_store_head(store, &b.target);
+		if (!rc)
+			rc = count_nulls(ix, store, &nulls_before);
 		if (rc)
 			dis__errf(b.err, b.errlen, "%s",
 				  dis_store_errmsg(store));
@@ -275,9 +292,13 @@ int dis_index_backfill(const char *conninfo, const dis_schema *schema,
 		event_base_dispatch(b.base);
 		rc = b.result;
 	}
+	if (!rc && (rc = count_nulls(ix, store, &nulls_after)))
+		dis__errf(b.err, b.errlen, "%s", dis_store_errmsg(store));
 	if (!rc && report) {
 		report->events = ix->events;
-		report->filled = ix->filled;
+		report->filled = nulls_before > nulls_after
+					 ? nulls_before - nulls_after
+					 : 0;
 		report->position = b.ck;
 		report->seconds = dis__mono_s() - t0;
 	}

@@ -101,8 +101,7 @@ static const simple SIMPLE[] = {
 	 "Events handled by the listener's handler."},
 	{"dis_listener_errors_total", K_COUNTER,
 	 "Handler failures, bad payloads and infrastructure errors."},
-	{"dis_listener_retries_total", K_COUNTER,
-	 "Retries of failed events."},
+	{"dis_listener_retries_total", K_COUNTER, "Retries of failed events."},
 	{"dis_listener_dead_letters_total", K_COUNTER,
 	 "Events written to the dead-letter table."},
 	{"dis_listener_batches_total", K_COUNTER, "Committed batches."},
@@ -151,10 +150,11 @@ static void put_number(dis__buf *b, double v)
 
 static void render(dis__buf *b, const snapshot *s)
 {
-	static const dis_listener_state states[] = {
-		DIS_LISTENER_STARTING, DIS_LISTENER_RUNNING,
-		DIS_LISTENER_RETRYING, DIS_LISTENER_WAITING,
-		DIS_LISTENER_STOPPED};
+	static const dis_listener_state states[] = {DIS_LISTENER_STARTING,
+						    DIS_LISTENER_RUNNING,
+						    DIS_LISTENER_RETRYING,
+						    DIS_LISTENER_WAITING,
+						    DIS_LISTENER_STOPPED};
 	const char *h = "dis_listener_batch_duration_seconds";
 
 	for (size_t i = 0; i < sizeof(SIMPLE) / sizeof(*SIMPLE); i++) {
@@ -263,10 +263,9 @@ int dis_metrics_health(dis_metrics *m, bool *ok, char **text)
 					st->last_error[0] ? ": " : "");
 			/* One line per listener. */
 			for (const char *p = st->last_error; *p; p++)
-				dis__buf_append(&b,
-						*p == '\n' || *p == '\t' ? " "
-									  : p,
-						1);
+				dis__buf_append(
+					&b, *p == '\n' || *p == '\t' ? " " : p,
+					1);
 			dis__buf_puts(&b, "\n");
 		}
 	snapshot_free(&s);
@@ -313,8 +312,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 			      "out of memory\n");
 		else
 			reply(req, 200, "OK",
-			      "text/plain; version=0.0.4; charset=utf-8",
-			      text);
+			      "text/plain; version=0.0.4; charset=utf-8", text);
 	} else if (!strcmp(path, "/health")) {
 		if (dis_metrics_health(m, &ok, &text))
 			reply(req, 500, "Internal Server Error", "text/plain",
@@ -377,9 +375,8 @@ static int listen_on(const char *address, uint16_t port, uint16_t *bound,
 	return fd;
 }
 
-int dis_metrics_new(struct event_base *base, const char *address,
-		    uint16_t port, dis_metrics **out, char *errbuf,
-		    size_t errlen)
+int dis_metrics_new(struct event_base *base, const char *address, uint16_t port,
+		    dis_metrics **out, char *errbuf, size_t errlen)
 {
 	dis_metrics *m;
 	int fd;

@@ -52,8 +52,8 @@ void dis_policy_free(dis_policy *p)
 	free(p);
 }
 
-int dis_policy_set_retry(dis_policy *p, unsigned max_attempts,
-			 unsigned base_us, unsigned max_us)
+int dis_policy_set_retry(dis_policy *p, unsigned max_attempts, unsigned base_us,
+			 unsigned max_us)
 {
 	if (!p || max_attempts < 1)
 		return DIS_EINVAL;
@@ -117,8 +117,8 @@ int dis_policy_attach(dis_policy *p, dis_runtime *rt,
 {
 	if (!p || !rt)
 		return DIS_EINVAL;
-	return dis_runtime_add_listener(rt, p->id, p->query,
-					dis_policy_handler, p, cfg);
+	return dis_runtime_add_listener(rt, p->id, p->query, dis_policy_handler,
+					p, cfg);
 }
 
 void dis_policy_get_stats(const dis_policy *p, dis_maker_stats *out)

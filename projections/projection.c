@@ -28,7 +28,7 @@ typedef enum param_kind {
 
 typedef struct tparam {
 	param_kind kind;
-	size_t field;  /* P_FIELD: index of the field in the record */
+	size_t field; /* P_FIELD: index of the field in the record */
 	char *name;
 } tparam;
 
@@ -42,10 +42,10 @@ typedef struct tmpl {
 } tmpl;
 
 typedef struct tstmt {
-	int type;        /* event type index */
-	char *source;    /* as given */
+	int type;     /* event type index */
+	char *source; /* as given */
 	tmpl t;
-	char *rendered;  /* for `rendered_for` */
+	char *rendered; /* for `rendered_for` */
 	char rendered_for[64];
 } tstmt;
 
@@ -104,12 +104,12 @@ double dis__mono_s(void)
 
 /* ---- libpq helpers shared by the module ---- */
 
-int dis__pq_fail(PGconn *conn, const PGresult *res, const char *what,
-		 char *err, size_t errlen)
+int dis__pq_fail(PGconn *conn, const PGresult *res, const char *what, char *err,
+		 size_t errlen)
 {
 	const char *msg = res ? PQresultErrorMessage(res) : "";
-	const char *state =
-		res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE)
+				: NULL;
 	char text[DIS_ERRMSG_LEN];
 	size_t n;
 	int code = DIS_EPG;
@@ -184,8 +184,8 @@ static size_t ident_len(const char *s)
 
 typedef struct compiler {
 	dis_projection *p;
-	const char *what;       /* for messages: "DDL" or "CourseCreated" */
-	int type;               /* event type index, -1 for the DDL */
+	const char *what;        /* for messages: "DDL" or "CourseCreated" */
+	int type;                /* event type index, -1 for the DDL */
 	const avro_value_t *rec; /* a record of the type, for field lookup */
 	dis__buf out;
 	tmpl *t;
@@ -193,8 +193,7 @@ typedef struct compiler {
 
 static int add_table(compiler *c)
 {
-	size_t *p = realloc(c->t->table_at,
-			    (c->t->ntable + 1) * sizeof(*p));
+	size_t *p = realloc(c->t->table_at, (c->t->ntable + 1) * sizeof(*p));
 
 	if (!p)
 		return DIS_ENOMEM;
@@ -234,8 +233,8 @@ static int add_param(compiler *c, const char *name, size_t len, int *num)
 		avro_value_t f;
 
 		if (avro_value_get_by_name(c->rec, buf, &f, &field))
-			return pfail(c->p, DIS_EINVAL,
-				     "%s has no field \"%s\"", c->what, buf);
+			return pfail(c->p, DIS_EINVAL, "%s has no field \"%s\"",
+				     c->what, buf);
 	}
 	p = realloc(t->params, (t->nparams + 1) * sizeof(*p));
 	if (!p)
@@ -259,10 +258,9 @@ static int skip_quoted(compiler *c, const char *s, size_t *i, char q,
 
 	for (;;) {
 		if (!s[j])
-			return pfail(c->p, DIS_EINVAL,
-				     "%s: unterminated %s", c->what,
-				     q == '"' ? "quoted identifier"
-					      : "string");
+			return pfail(c->p, DIS_EINVAL, "%s: unterminated %s",
+				     c->what,
+				     q == '"' ? "quoted identifier" : "string");
 		if (backslash && s[j] == '\\' && s[j + 1]) {
 			j += 2;
 			continue;
@@ -292,15 +290,17 @@ static int compile(compiler *c, const char *s)
 		unsigned char ch = (unsigned char)s[i];
 
 		if (ended && ch != ' ' && ch != '\t' && ch != '\n' &&
-		    ch != '\r' && ch != ';' && !(ch == '-' && s[i + 1] == '-') &&
+		    ch != '\r' && ch != ';' &&
+		    !(ch == '-' && s[i + 1] == '-') &&
 		    !(ch == '/' && s[i + 1] == '*') && c->type >= 0)
 			return pfail(c->p, DIS_EINVAL,
 				     "%s: one statement per call (add "
 				     "another)",
 				     c->what);
 		if (ch == '\'') {
-			bool esc = i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
-				   (i < 2 || !ident_char((unsigned char)s[i - 2]));
+			bool esc =
+				i > 0 && (s[i - 1] == 'E' || s[i - 1] == 'e') &&
+				(i < 2 || !ident_char((unsigned char)s[i - 2]));
 
 			if ((rc = skip_quoted(c, s, &i, '\'', esc)))
 				return rc;
@@ -652,14 +652,12 @@ char *dis__projection_ddl(const dis_projection *p, const char *table)
 	return p->ddl ? render(&p->ddl_t, table) : NULL;
 }
 
-char *dis__projection_sql(const dis_projection *p, size_t i,
-			  const char *table)
+char *dis__projection_sql(const dis_projection *p, size_t i, const char *table)
 {
 	return i < p->nstmts ? render(&p->stmts[i].t, table) : NULL;
 }
 
-const char *dis__projection_param(const dis_projection *p, size_t i,
-				  size_t n)
+const char *dis__projection_param(const dis_projection *p, size_t i, size_t n)
 {
 	if (i >= p->nstmts || n >= p->stmts[i].t.nparams)
 		return NULL;
@@ -671,6 +669,7 @@ const char *dis__projection_param(const dis_projection *p, size_t i,
 int dis_projection_to_json(const dis_projection *p, char **json)
 {
 	json_t *root, *on;
+	json_free_t jfree;
 	char *text;
 
 	if (!p || !json)
@@ -683,8 +682,8 @@ int dis_projection_to_json(const dis_projection *p, char **json)
 		return DIS_ENOMEM;
 	}
 	json_object_set_new(root, "name", json_string(p->name));
-	json_object_set_new(root, "ddl", p->ddl ? json_string(p->ddl)
-						 : json_null());
+	json_object_set_new(root, "ddl",
+			    p->ddl ? json_string(p->ddl) : json_null());
 	for (size_t i = 0; i < p->nstmts; i++) {
 		json_t *o = json_object();
 
@@ -702,9 +701,11 @@ int dis_projection_to_json(const dis_projection *p, char **json)
 	json_decref(root);
 	if (!text)
 		return DIS_ENOMEM;
-	/* jansson allocates with malloc; dis_free() is free(). */
-	*json = text;
-	return 0;
+	/* Ours to free with dis_free(), whatever allocator jansson uses. */
+	json_get_alloc_funcs(NULL, &jfree);
+	*json = dis__strdup(text);
+	jfree(text);
+	return *json ? 0 : DIS_ENOMEM;
 }
 
 int dis_projection_from_json(const dis_schema *schema, const char *json,
@@ -741,8 +742,7 @@ int dis_projection_from_json(const dis_schema *schema, const char *json,
 				errlen);
 	if (!rc && (rc = dis_projection_set_ddl(p, json_string_value(ddl))))
 		dis__errf(errbuf, errlen, "%s", p->errmsg);
-	json_array_foreach(on, i, item)
-	{
+	json_array_foreach(on, i, item) {
 		json_t *type = json_object_get(item, "type");
 		json_t *sql = json_object_get(item, "sql");
 
@@ -852,9 +852,7 @@ static int value_text(avro_value_t *v, dis__buf *b, bool *null)
 			return DIS_ESERDE;
 		dis__buf_puts(b, boolean ? "true" : "false");
 		return 0;
-	case AVRO_NULL:
-		*null = true;
-		return 0;
+	case AVRO_NULL: *null = true; return 0;
 	case AVRO_ENUM:
 		sch = avro_value_get_schema(v);
 		if (avro_value_get_enum(v, &sym) || !sch)
@@ -905,9 +903,7 @@ static int prepare_stmt(dis_projection *p, tstmt *st, const char *table,
 		case P_EVENT_ID:
 			dis__buf_printf(b, "%" PRId64, dis_event_id(ev));
 			break;
-		case P_EVENT_TYPE:
-			dis__buf_puts(b, dis_event_type(ev));
-			break;
+		case P_EVENT_TYPE: dis__buf_puts(b, dis_event_type(ev)); break;
 		case P_FIELD:
 			if (avro_value_get_by_index(rec, tp->field, &f, NULL) ||
 			    value_text(&f, b, &null))
@@ -1089,9 +1085,10 @@ int dis_projection_install(dis_projection *p, dis_store *store)
 	if (!p || !store)
 		return DIS_EINVAL;
 	if (!p->ddl)
-		return pfail(p, DIS_EINVAL,
-			     "projection %s has no DDL (dis_projection_set_ddl)",
-			     p->name);
+		return pfail(
+			p, DIS_EINVAL,
+			"projection %s has no DDL (dis_projection_set_ddl)",
+			p->name);
 	if (!p->query)
 		return pfail(p, DIS_EINVAL,
 			     "projection %s has no statements "
@@ -1123,15 +1120,15 @@ int dis_projection_install(dis_projection *p, dis_store *store)
 	if (!rc) {
 		const char *v[1] = {p->name};
 
-		rc = query_value(conn,
-				 "SELECT fingerprint FROM " DIS__PROJECTION_TABLE
-				 " WHERE name = $1",
-				 1, v, &have_fp, p->errmsg, sizeof(p->errmsg));
+		rc = query_value(
+			conn,
+			"SELECT fingerprint FROM " DIS__PROJECTION_TABLE
+			" WHERE name = $1",
+			1, v, &have_fp, p->errmsg, sizeof(p->errmsg));
 	}
 	if (!rc && !have_table) {
 		ddl = dis__projection_ddl(p, p->name);
-		rc = ddl ? dis__pq_exec(conn, ddl, p->errmsg,
-					sizeof(p->errmsg))
+		rc = ddl ? dis__pq_exec(conn, ddl, p->errmsg, sizeof(p->errmsg))
 			 : pfail(p, DIS_ENOMEM, "out of memory");
 		if (rc) {
 			char keep[DIS_ERRMSG_LEN];

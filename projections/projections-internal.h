@@ -25,17 +25,15 @@
 int dis__pq_exec(PGconn *conn, const char *sql, char *err, size_t errlen);
 /* Maps a failed result to a DIS_E* code (DIS_ECONN when the connection
  * broke) and writes "what: message" into err. */
-int dis__pq_fail(PGconn *conn, const PGresult *res, const char *what,
-		 char *err, size_t errlen);
+int dis__pq_fail(PGconn *conn, const PGresult *res, const char *what, char *err,
+		 size_t errlen);
 
 /* The projection's DDL rendered for `table` (malloc'd). */
 char *dis__projection_ddl(const dis_projection *p, const char *table);
 /* Statement i (in the order added) rendered for `table`, and the names of
  * its parameters in $n order (for tests; malloc'd, NULL on no memory). */
-char *dis__projection_sql(const dis_projection *p, size_t i,
-			  const char *table);
-const char *dis__projection_param(const dis_projection *p, size_t i,
-				  size_t n);
+char *dis__projection_sql(const dis_projection *p, size_t i, const char *table);
+const char *dis__projection_param(const dis_projection *p, size_t i, size_t n);
 /* dis_projection_handler's work against `table` (NULL: the projection's):
  * the statements are queued in the batch (dis_batch_exec). */
 int dis__projection_apply_batch(dis_projection *p, dis_batch *batch,

@@ -194,8 +194,8 @@ static int load_definition(rb *r)
 			       "not fit the schema: %s",
 			       r->name, why);
 	if (!dis_projection_query(r->p))
-		return rb_fail(r, DIS_EINVAL,
-			       "projection %s has no statements", r->name);
+		return rb_fail(r, DIS_EINVAL, "projection %s has no statements",
+			       r->name);
 	dis_projection_set_log(r->p, r->o.log, r->o.log_arg);
 	return 0;
 }
@@ -395,11 +395,45 @@ static int catch_up_event(void *arg, const dis_event *ev)
 	return rc;
 }
 
-static int parse_position(const PGresult *res, int row, dis_position *pos)
+static void parse_position(const PGresult *res, int row, dis_position *pos)
 {
 	pos->tx = strtoull(PQgetvalue(res, row, 0), NULL, 10);
 	pos->id = strtoll(PQgetvalue(res, row, 1), NULL, 10);
-	return 0;
+}
+
+/*
+ * What the DDL does not say but the live table has: its privileges, and
+ * its owner when we may give the new table to it. Identifiers are quoted
+ * by the server (format %I, quote_ident).
+ */
+static int carry_over(rb *r)
+{
+	char live[80];
+	const char *v[2] = {live, r->shadow};
+	PGresult *res = NULL;
+	int rc;
+
+	snprintf(live, sizeof(live), "\"%s\"", r->name);
+	rc = exec_params(
+		r, "reading the live table's privileges",
+		"SELECT format('GRANT %s ON %I TO %s%s', a.privilege_type,"
+		" $2::text, CASE WHEN a.grantee = 0 THEN 'PUBLIC'"
+		" ELSE quote_ident(g.rolname) END,"
+		" CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE ''"
+		" END) FROM pg_class AS c CROSS JOIN LATERAL aclexplode(c.relacl)"
+		" AS a LEFT JOIN pg_roles AS g ON g.oid = a.grantee"
+		" WHERE c.oid = to_regclass($1::text) AND a.grantee <> c.relowner"
+		" UNION ALL SELECT format('ALTER TABLE %I OWNER TO %I', $2::text,"
+		" o.rolname) FROM pg_class AS c JOIN pg_roles AS o"
+		" ON o.oid = c.relowner WHERE c.oid = to_regclass($1::text)"
+		" AND o.rolname <> current_user"
+		" AND pg_has_role(o.oid, 'MEMBER')",
+		2, v, &res);
+	for (int i = 0; !rc && i < PQntuples(res); i++)
+		rc = exec_sql(r, "carrying privileges over",
+			      PQgetvalue(res, i, 0));
+	PQclear(res);
+	return rc;
 }
 
 /* One attempt at the swap transaction. */
@@ -419,11 +453,12 @@ static int swap_once(rb *r, int *generation)
 	if (!rc)
 		rc = exec_sql(r, "starting the swap", timeout);
 	if (!rc)
-		rc = exec_params(r, "locking the rebuild listener",
-				 "SELECT coalesce(checkpoint_tx, '0')::text,"
-				 " coalesce(checkpoint_id, 0)"
-				 " FROM event_listener WHERE id = $1 FOR UPDATE",
-				 1, vl, &res);
+		rc = exec_params(
+			r, "locking the rebuild listener",
+			"SELECT coalesce(checkpoint_tx, '0')::text,"
+			" coalesce(checkpoint_id, 0)"
+			" FROM event_listener WHERE id = $1 FOR UPDATE",
+			1, vl, &res);
 	if (!rc && PQntuples(res) != 1)
 		rc = rb_fail(r, DIS_ENOTFOUND,
 			     "the rebuild listener's row is gone");
@@ -465,10 +500,12 @@ static int swap_once(rb *r, int *generation)
 				 &res);
 	}
 	if (!rc && !strcmp(PQgetvalue(res, 0, 0), "t")) {
+		rc = carry_over(r);
 		snprintf(sql, sizeof(sql),
 			 "ALTER TABLE \"%s\" RENAME TO \"%s\"", r->name,
 			 r->old);
-		rc = exec_sql(r, "renaming the old table", sql);
+		if (!rc)
+			rc = exec_sql(r, "renaming the old table", sql);
 	}
 	PQclear(res);
 	res = NULL;
@@ -554,8 +591,8 @@ static void drop_old(rb *r)
 	char sql[128], timeout[48];
 
 	snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS \"%s\"", r->old);
-	snprintf(timeout, sizeof(timeout),
-		 "SET LOCAL lock_timeout = %" PRIu32, r->o.lock_timeout_ms);
+	snprintf(timeout, sizeof(timeout), "SET LOCAL lock_timeout = %" PRIu32,
+		 r->o.lock_timeout_ms);
 	for (int attempt = 1; attempt <= SWAP_ATTEMPTS; attempt++) {
 		int rc = exec_sql(r, "dropping the old table", "BEGIN");
 
@@ -629,8 +666,7 @@ int dis_projection_rebuild(const char *conninfo, const dis_schema *schema,
 		r.o.fetch_size = 1000;
 	snprintf(r.shadow, sizeof(r.shadow), "%s" DIS__REBUILD_SUFFIX, name);
 	snprintf(r.old, sizeof(r.old), "%s" DIS__OLD_SUFFIX, name);
-	snprintf(r.lid, sizeof(r.lid), "%s" DIS__REBUILD_LISTENER_SUFFIX,
-		 name);
+	snprintf(r.lid, sizeof(r.lid), "%s" DIS__REBUILD_LISTENER_SUFFIX, name);
 	r.t0 = dis__mono_s();
 	rc = dis_store_open(conninfo, schema, &r.store, r.err, r.errlen);
 	if (rc)

@@ -23,7 +23,7 @@ DIS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 DIS_DEB_PACKAGES=(meson ninja-build pkg-config libpq-dev libevent-dev
 	libavro-dev libcmocka-dev libjansson-dev postgresql
-	clang libclang-rt-14-dev)
+	clang libclang-rt-14-dev valgrind)
 
 DIS_PG_TMP=
 DIS_PG_LOG_COPY=

@@ -5,17 +5,23 @@
 # DIS_TEST_DB name a database), runs the test suites and deletes the cluster,
 # also on failure or Ctrl-C.
 #
-#   tests/run.sh                  suites unit, pg and fault in build/, then
-#                                 a short fuzz run in build-fuzz/ (clang)
-#   tests/run.sh --asan           unit, pg and fault under ASan+UBSan in
-#                                 build-asan/
-#   tests/run.sh --suite pg       only that suite (repeatable; fuzz too)
+#   tests/run.sh                  what CI runs: suites unit, pg and fault in
+#                                 build/, the same under ASan+UBSan in
+#                                 build-fuzz/ (clang), the listener tests
+#                                 under valgrind, and a short run of each
+#                                 fuzz target
+#   tests/run.sh --asan           unit, pg and fault under ASan+UBSan (gcc)
+#                                 in build-asan/
+#   tests/run.sh --suite pg       only that suite (repeatable); besides
+#                                 unit, pg, fault: sanitize (the three under
+#                                 ASan+UBSan in build-fuzz/), valgrind, fuzz
 #   tests/run.sh --bench          the benchmarks instead (not pass/fail)
 #   tests/run.sh -- ARGS          ARGS go to `meson test` (test names, ...)
 #
 # Arguments it does not know go to `meson test` as well. It ends with a line
 # "N passed, N failed, N skipped" and exits non-zero when anything failed.
-# DIS_BUILD_DIR overrides the build directory (relative to the repository).
+# DIS_BUILD_DIR overrides the build directory (relative to the repository),
+# DIS_FUZZ_BUILD_DIR the clang one.
 
 set -euo pipefail
 
@@ -23,11 +29,18 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/pgenv.sh"
 
 usage() {
-	sed -n '3,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+	sed -n '3,23s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
-# Seconds of fuzzing in all, shared by the fuzz targets, in a default run.
-FUZZ_BUDGET=60
+# Seconds of fuzzing in all, shared by the fuzz targets (each also replays
+# its corpus), in a default run.
+FUZZ_BUDGET=40
+# The listener tests (suite pg), run under valgrind (memcheck): any memory
+# error or definitely lost block fails them.
+VALGRIND_TESTS=(listener policy)
+VALGRIND=(valgrind --quiet --leak-check=full --show-leak-kinds=definite
+	--errors-for-leak-kinds=definite --error-exitcode=99 --num-callers=30
+	"--suppressions=$DIS_ROOT/tests/valgrind.supp")
 
 asan=0
 bench=0
@@ -57,29 +70,36 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-# Which suites run where: fuzz in its own clang build, the rest in the main
-# build. A default run adds the fuzz smoke run once there are fuzz targets.
+# Which suites run where: unit, pg and fault in the main build; "sanitize"
+# runs them again in the clang ASan+UBSan build, which also holds the fuzz
+# targets; "valgrind" runs the listener tests of the main build under
+# valgrind. A default run does all of it.
 main_suites=()
+san_suites=()
+valgrind=0
 fuzz=0
 if [ ${#suites[@]} -eq 0 ]; then
 	main_suites=(unit pg fault)
-	if [ $asan = 0 ] && [ $bench = 0 ] && [ ${#extra[@]} -eq 0 ] &&
-		grep -q "^ *\['" "$DIS_ROOT/tests/fuzz/meson.build"; then
-		fuzz=1
+	if [ $asan = 0 ] && [ $bench = 0 ] && [ ${#extra[@]} -eq 0 ]; then
+		san_suites=(unit pg fault)
+		valgrind=1
+		grep -q "^ *\['" "$DIS_ROOT/tests/fuzz/meson.build" && fuzz=1
 	fi
 else
 	for s in "${suites[@]}"; do
-		if [ "$s" = fuzz ]; then
-			fuzz=1
-		else
-			main_suites+=("$s")
-		fi
+		case $s in
+		fuzz) fuzz=1 ;;
+		valgrind) valgrind=1 ;;
+		sanitize) san_suites=(unit pg fault) ;;
+		*) main_suites+=("$s") ;;
+		esac
 	done
 fi
 if [ $bench = 1 ]; then
+	san_suites=()
+	valgrind=0
 	fuzz=0
 fi
-
 abs() {
 	case $1 in
 	/*) printf '%s\n' "$1" ;;
@@ -93,7 +113,7 @@ if [ $asan = 1 ]; then
 	build=$(abs "${DIS_BUILD_DIR:-build-asan}")
 	setup+=(-Db_sanitize=address,undefined -Db_lundef=false)
 fi
-if [ $asan = 1 ] || [ $fuzz = 1 ]; then
+if [ $asan = 1 ] || [ $fuzz = 1 ] || [ ${#san_suites[@]} -gt 0 ]; then
 	export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:print_summary=1}
 	export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 fi
@@ -107,16 +127,23 @@ failed=0
 skipped=0
 status=0
 
-# run_tests BUILD [meson test args]: runs and adds up the outcomes.
+# run_tests BUILD NAME [meson test args]: runs the tests, keeping meson's
+# log of them as meson-logs/NAME.json (so runs in one build directory do
+# not clash), and adds up the outcomes.
 run_tests() {
-	local dir=$1 testlog counts p f s rc=0
+	local dir=$1 name=$2 rc=0
 
-	shift
-	testlog=$dir/meson-logs/testlog.json
-	rm -f "$testlog"
+	shift 2
 	dis_log "meson test -C $dir $*"
-	meson test -C "$dir" --print-errorlogs "$@" || rc=$?
-	counts=$(python3 - "$testlog" <<-'EOF'
+	meson test -C "$dir" --print-errorlogs --logbase "$name" "$@" || rc=$?
+	count_tests "$dir/meson-logs/$name.json" "$rc"
+}
+
+# count_tests TESTLOG STATUS: adds the outcomes of a meson test run.
+count_tests() {
+	local counts p f s
+
+	counts=$(python3 - "$1" <<-'EOF'
 	import json, sys
 	ok = fail = skip = 0
 	try:
@@ -140,42 +167,118 @@ run_tests() {
 	passed=$((passed + p))
 	failed=$((failed + f))
 	skipped=$((skipped + s))
-	if [ "$rc" != 0 ]; then
-		dis_log "meson test exited with status $rc"
+	if [ "$2" != 0 ]; then
+		dis_log "meson test exited with status $2 ($1)"
 		status=1
 	fi
 }
 
+# Runs `run_tests ARGS...` in the background, its output kept for later.
+bg_names=()
+bg_pids=()
+run_tests_bg() {
+	local out=$1/meson-logs/$2.out
+
+	mkdir -p "$1/meson-logs"
+	rm -f "$1/meson-logs/$2.json"
+	dis_log "started in the background: meson test -C $1 ${*:3}"
+	(meson test -C "$1" --print-errorlogs --logbase "$2" "${@:3}" \
+		>"$out" 2>&1) &
+	bg_pids+=($!)
+	bg_names+=("$1/meson-logs/$2")
+}
+
+# Waits for the background runs, prints their output and adds them up.
+wait_bg() {
+	local i rc
+
+	for i in "${!bg_pids[@]}"; do
+		rc=0
+		wait "${bg_pids[$i]}" || rc=$?
+		dis_log "output of the background run ${bg_names[$i]}:"
+		cat "${bg_names[$i]}.out"
+		count_tests "${bg_names[$i]}.json" "$rc"
+	done
+	bg_pids=()
+	bg_names=()
+}
+
+# The suites other than fault run side by side (they use a database each
+# and mostly wait); fault tests restart the server, so they run alone.
+without_fault() {
+	local s
+
+	for s in "$@"; do
+		[ "$s" = fault ] || printf '%s\n' "$s"
+	done
+}
+
 dis_install_deps
 
-if [ ${#main_suites[@]} -gt 0 ] || [ $bench = 1 ]; then
+fuzzdir=$(abs "${DIS_FUZZ_BUILD_DIR:-build-fuzz}")
+ntargets=$(grep -c "^ *\['" "$DIS_ROOT/tests/fuzz/meson.build" || :)
+seconds=$((FUZZ_BUDGET / (ntargets > 0 ? ntargets : 1)))
+[ $seconds -gt 0 ] || seconds=1
+
+if [ ${#main_suites[@]} -gt 0 ] || [ $bench = 1 ] || [ $valgrind = 1 ]; then
 	dis_build "$build" "${setup[@]}"
+fi
+if [ ${#san_suites[@]} -gt 0 ] || [ $fuzz = 1 ]; then
+	# libFuzzer needs clang; -Dfuzz=true instruments the whole library.
+	CC=clang dis_build "$fuzzdir" -Dfuzz=true -Dfuzz_seconds=$seconds \
+		-Db_sanitize=address,undefined -Db_lundef=false
+fi
+
+if [ ${#main_suites[@]} -gt 0 ] || [ $bench = 1 ] ||
+	[ ${#san_suites[@]} -gt 0 ] || [ $valgrind = 1 ]; then
 	dis_pg_trap
 	DIS_PG_LOG_COPY=$build/meson-logs/postgresql.log
 	dis_pg_start
 	if [ $bench = 1 ]; then
-		run_tests "$build" --benchmark --verbose "${extra[@]}"
+		run_tests "$build" testlog --benchmark --verbose "${extra[@]}"
 	else
-		args=()
+		mapfile -t main_now < <(without_fault "${main_suites[@]}")
+		mapfile -t san_now < <(without_fault "${san_suites[@]}")
+		if [ ${#main_now[@]} -gt 0 ]; then
+			args=()
+			for s in "${main_now[@]}"; do
+				args+=(--suite "$s")
+			done
+			# Sanitized code runs a few times slower.
+			[ $asan = 0 ] || args+=(--timeout-multiplier 3)
+			run_tests_bg "$build" testlog "${args[@]}" "${extra[@]}"
+		fi
+		if [ ${#san_now[@]} -gt 0 ]; then
+			args=()
+			for s in "${san_now[@]}"; do
+				args+=(--suite "$s")
+			done
+			run_tests_bg "$fuzzdir" testlog-sanitize "${args[@]}" \
+				--timeout-multiplier 3 "${extra[@]}"
+		fi
+		if [ $valgrind = 1 ]; then
+			run_tests_bg "$build" testlog-valgrind --suite pg \
+				--wrapper "${VALGRIND[*]}" --timeout-multiplier 10 \
+				"${VALGRIND_TESTS[@]}"
+		fi
+		wait_bg
 		for s in "${main_suites[@]}"; do
-			args+=(--suite "$s")
+			[ "$s" = fault ] || continue
+			args=(--suite fault)
+			[ $asan = 0 ] || args+=(--timeout-multiplier 3)
+			run_tests "$build" testlog-fault "${args[@]}" "${extra[@]}"
 		done
-		# Sanitized code runs a few times slower.
-		[ $asan = 0 ] || args+=(--timeout-multiplier 3)
-		run_tests "$build" "${args[@]}" "${extra[@]}"
+		for s in "${san_suites[@]}"; do
+			[ "$s" = fault ] || continue
+			run_tests "$fuzzdir" testlog-sanitize-fault --suite fault \
+				--timeout-multiplier 3 "${extra[@]}"
+		done
 	fi
 	dis_pg_stop
 fi
 
 if [ $fuzz = 1 ]; then
-	# libFuzzer needs clang; -Dfuzz=true instruments the whole library.
-	ntargets=$(grep -c "^ *\['" "$DIS_ROOT/tests/fuzz/meson.build" || :)
-	seconds=$((FUZZ_BUDGET / (ntargets > 0 ? ntargets : 1)))
-	[ $seconds -gt 0 ] || seconds=1
-	fuzzdir=$(abs "${DIS_FUZZ_BUILD_DIR:-build-fuzz}")
-	CC=clang dis_build "$fuzzdir" -Dfuzz=true -Dfuzz_seconds=$seconds \
-		-Db_sanitize=address,undefined -Db_lundef=false
-	run_tests "$fuzzdir" --suite fuzz "${extra[@]}"
+	run_tests "$fuzzdir" testlog-fuzz --suite fuzz "${extra[@]}"
 fi
 
 if [ $status = 0 ] && [ $bench = 0 ] &&

@@ -127,8 +127,8 @@ int disctl_listeners(const char *db, const char *schema_path)
 	return ST_OK;
 }
 
-int disctl_reset(const char *db, const char *schema_path,
-		 const char *listener, const char *to)
+int disctl_reset(const char *db, const char *schema_path, const char *listener,
+		 const char *to)
 {
 	dis_schema *schema;
 	dis_store *store;
@@ -138,8 +138,10 @@ int disctl_reset(const char *db, const char *schema_path,
 
 	if (to && strchr(to, ':')) {
 		if (dis_position_parse(to, &pos)) {
-			fprintf(stderr, "disctl: --to %s: not a position "
-					"(TX:ID or an event id)\n", to);
+			fprintf(stderr,
+				"disctl: --to %s: not a position "
+				"(TX:ID or an event id)\n",
+				to);
 			return ST_USAGE;
 		}
 		to = NULL;
@@ -150,8 +152,10 @@ int disctl_reset(const char *db, const char *schema_path,
 		errno = 0;
 		id = strtoll(to, &end, 10);
 		if (errno || *end || end == to || id < 0) {
-			fprintf(stderr, "disctl: --to %s: not a position "
-					"(TX:ID or an event id)\n", to);
+			fprintf(stderr,
+				"disctl: --to %s: not a position "
+				"(TX:ID or an event id)\n",
+				to);
 			return ST_USAGE;
 		}
 		if (id == 0)

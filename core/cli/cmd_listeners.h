@@ -21,7 +21,7 @@ int disctl_listeners(const char *db, const char *schema_path);
  * (TX:ID, or an event id N: continue after that event; default 0, the
  * start) and clears the listener's failure state.
  */
-int disctl_reset(const char *db, const char *schema_path,
-		 const char *listener, const char *to);
+int disctl_reset(const char *db, const char *schema_path, const char *listener,
+		 const char *to);
 
 #endif

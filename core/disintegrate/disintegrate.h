@@ -8,6 +8,7 @@
 #include <disintegrate/query.h>
 #include <disintegrate/store.h>
 #include <disintegrate/listener.h>
+#include <disintegrate/async.h>
 #include <disintegrate/decision.h>
 #include <disintegrate/harness.h>
 #include <disintegrate/projection.h>

@@ -24,7 +24,7 @@
 
 /* Domain errors (dis_decision_domain_code). */
 enum {
-	COURSES_ENOT_FOUND = 1,         /* no such course */
+	COURSES_ENOT_FOUND = 1, /* no such course */
 	COURSES_EALREADY_CREATED = 2,
 	COURSES_EALREADY_CLOSED = 3,
 	COURSES_EINVALID_SEATS = 4,
@@ -74,9 +74,10 @@ int courses_projection(const dis_schema *schema, dis_projection **out,
 int courses_policy(const dis_schema *schema, dis_policy **out);
 
 /*
- * Waits until the read model's and the policy's listeners are past the
- * newest event (twice in a row with the same newest event: the policy
- * appends). 0, or -1 after `timeout` seconds or on a database error.
+ * Waits until the read model's and the policy's listeners have handled
+ * every event of their types (twice in a row with the same newest event:
+ * the policy appends). 0, or -1 after `timeout` seconds or on a database
+ * error.
  */
 int courses_wait_caught_up(dis_store *store, double timeout);
 
@@ -99,10 +100,10 @@ typedef struct courses_model {
 	uint64_t subscriptions;   /* StudentSubscribed events */
 	uint64_t unsubscriptions; /* StudentUnsubscribed events */
 	/* Rule violations seen while replaying, in log order. */
-	uint64_t negative_seats;  /* a subscription took a seat that was not */
-	uint64_t too_many;        /* a student held more than the maximum */
+	uint64_t negative_seats; /* a subscription took a seat that was not */
+	uint64_t too_many;       /* a student held more than the maximum */
 	uint64_t other_violations;
-	int32_t max_held;         /* most courses a student held at once */
+	int32_t max_held; /* most courses a student held at once */
 	char first_violation[256];
 	void *priv;
 } courses_model;

@@ -107,6 +107,7 @@ typedef struct worker {
 	int index;
 	pthread_t thread;
 	int subscribed, unsubscribed, refused[16];
+	dis_maker_stats stats;
 } worker;
 
 static void *worker_main(void *arg)
@@ -132,14 +133,26 @@ static void *worker_main(void *arg)
 			 rand_r(&seed) % NSTUDENTS);
 		rc = unsub ? courses_unsubscribe(schema, student, course, &d)
 			   : courses_subscribe(schema, student, course, &d);
-		rc = decide(m, rc, d, unsub ? "unsubscribe" : "subscribe");
-		if (rc == DIS_EDOMAIN)
-			w->refused[0]++;
-		else if (unsub)
+		if (rc)
+			die("decision", dis_strerror(rc));
+		rc = dis_maker_make(m, d);
+		if (rc == DIS_EDOMAIN) {
+			int code = dis_decision_domain_code(d);
+
+			w->refused[code > 0 && code < 16 ? code : 0]++;
+		} else if (rc) {
+			die(unsub ? "unsubscribe" : "subscribe",
+			    dis_decision_errmsg(d));
+		}
+		dis_decision_free(d);
+		if (rc)
+			continue;
+		if (unsub)
 			w->unsubscribed++;
 		else
 			w->subscribed++;
 	}
+	dis_maker_get_stats(m, &w->stats);
 	dis_maker_free(m);
 	dis_store_free(store);
 	return NULL;
@@ -299,8 +312,7 @@ int main(int argc, char **argv)
 	l.base = event_base_new();
 	if (!l.base)
 		die("libevent", "cannot create a loop");
-	if (dis_runtime_new(l.base, conninfo, schema, &l.rt, err,
-			    sizeof(err)))
+	if (dis_runtime_new(l.base, conninfo, schema, &l.rt, err, sizeof(err)))
 		die("runtime", err);
 	dis_runtime_set_log(l.rt, log_cb, NULL, DIS_LOG_WARN);
 	if (dis_projection_attach(proj, l.rt, NULL) ||
@@ -350,9 +362,16 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < THREADS; i++) {
 		pthread_join(w[i].thread, NULL);
-		printf("  thread %d: %d subscribed, %d unsubscribed, %d "
-		       "refused by the rules\n",
-		       i, w[i].subscribed, w[i].unsubscribed, w[i].refused[0]);
+		printf("  thread %d: %2d subscribed, %d unsubscribed; refused: "
+		       "%d course full, %d two courses already, %d already "
+		       "attending, %d not attending; conflicts retried: %" PRIu64
+		       "\n",
+		       i, w[i].subscribed, w[i].unsubscribed,
+		       w[i].refused[COURSES_ENO_SEATS],
+		       w[i].refused[COURSES_ETOO_MANY_COURSES],
+		       w[i].refused[COURSES_EALREADY_SUBSCRIBED],
+		       w[i].refused[COURSES_ENOT_SUBSCRIBED],
+		       w[i].stats.retries);
 	}
 
 	/* Closing a course: the policy unsubscribes its students. */
@@ -380,8 +399,9 @@ int main(int argc, char **argv)
 	text = http_get(dis_metrics_port(l.metrics), "/health");
 	if (text) {
 		const char *body = strstr(text, "\r\n\r\n");
+		size_t status = strcspn(text, "\r\n");
 
-		printf("GET /health: %.12s %s", text + 9,
+		printf("From GET /health: %.*s, %s", (int)status, text,
 		       body ? body + 4 : "\n");
 		free(text);
 	}
@@ -407,6 +427,15 @@ int main(int argc, char **argv)
 	/* Graceful stop, from the loop's thread. */
 	event_base_once(l.base, -1, EV_TIMEOUT, stop_cb, &l, &now);
 	pthread_join(l.thread, NULL);
+	{
+		dis_maker_stats ps;
+
+		dis_policy_get_stats(policy, &ps);
+		printf("The policy made %" PRIu64
+		       " decision(s), appending %" PRIu64
+		       " unsubscription(s); listeners stopped.\n",
+		       ps.decisions, ps.events_appended);
+	}
 	dis_metrics_free(l.metrics);
 	dis_runtime_free(l.rt);
 	event_base_free(l.base);

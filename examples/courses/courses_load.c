@@ -131,8 +131,8 @@ static void *writer_main(void *arg)
 			     (int)((r >> 20) % (uint64_t)cfg->students));
 		/* Writer 0 closes a course now and then. */
 		if (w->index == 0 && closed < cfg->closes &&
-		    now_s() - t0 >= cfg->seconds * (closed + 1) /
-					     (cfg->closes + 1)) {
+		    now_s() - t0 >=
+			    cfg->seconds * (closed + 1) / (cfg->closes + 1)) {
 			course_name(course, sizeof(course), closed++);
 			rc = courses_close(w->schema, course, &d);
 		} else if ((r >> 40) % 100 < 2) {
@@ -227,15 +227,15 @@ static void *rebuild_main(void *arg)
 	if (pid < 0 || waitpid(pid, &st, 0) != pid)
 		r->status = -1;
 	else
-		r->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		r->status = WIFEXITED(st) ? WEXITSTATUS(st)
+					  : 128 + WTERMSIG(st);
 	r->seconds = now_s() - t0;
 	return NULL;
 }
 
 /* ---- setup and checks ---- */
 
-static int setup(const config *cfg, const dis_schema *schema,
-		 dis_store *store)
+static int setup(const config *cfg, const dis_schema *schema, dis_store *store)
 {
 	dis_maker *m;
 	int rc = dis_maker_new(store, &m);
@@ -330,8 +330,12 @@ static int parse(int argc, char **argv, config *cfg)
 
 int main(int argc, char **argv)
 {
-	config cfg = {.seconds = 10, .threads = 8, .courses = 20, .seats = 10,
-		      .students = 300, .closes = 3};
+	config cfg = {.seconds = 10,
+		      .threads = 8,
+		      .courses = 20,
+		      .seats = 15,
+		      .students = 150,
+		      .closes = 3};
 	char err[1024] = "", schema_path[] = "/tmp/courses-avsc-XXXXXX";
 	dis_schema *schema = NULL;
 	dis_store *store = NULL;
@@ -479,8 +483,7 @@ int main(int argc, char **argv)
 	       COURSES_MAX_PER_STUDENT, model->too_many ? "NO" : "yes",
 	       model->too_many);
 	printf("check: every other rule held: %s (%" PRIu64 ")\n",
-	       model->other_violations ? "NO" : "yes",
-	       model->other_violations);
+	       model->other_violations ? "NO" : "yes", model->other_violations);
 	if (model->first_violation[0])
 		printf("  first violation: %s\n", model->first_violation);
 	printf("check: closed courses without students: %s (%zu left)\n",
@@ -489,8 +492,7 @@ int main(int argc, char **argv)
 	rc = courses_compare_table(model, dis_store_conn(store),
 				   COURSES_PROJECTION, err, sizeof(err));
 	printf("check: read model equals the replay: %s%s%s\n",
-	       rc ? "NO: " : "yes", rc ? err : "",
-	       "");
+	       rc ? "NO: " : "yes", rc ? err : "", "");
 	if (model->negative_seats || model->too_many ||
 	    model->other_violations ||
 	    courses_model_closed_with_students(model) || rc)

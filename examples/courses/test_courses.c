@@ -32,10 +32,10 @@ static dis_harness *h;
 #define THEN_NOTHING() OK(dis_harness_then(h, NULL))
 #define THEN_ERR(code) OK(dis_harness_then_err(h, code))
 
-#define COURSE(id, seats)                                            \
+#define COURSE(id, seats)                                               \
 	GIVEN("CourseCreated", "{\"course_id\": \"" id "\", \"name\": " \
 			       "\"some course\", \"seats\": " #seats "}")
-#define STUDENT(id) \
+#define STUDENT(id)                \
 	GIVEN("StudentRegistered", \
 	      "{\"student_id\": \"" id "\", \"name\": \"some name\"}")
 #define SUBSCRIBED(student, course)                              \
@@ -331,10 +331,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup(it_does_not_create_a_course_twice,
 				       case_setup),
 		cmocka_unit_test_setup(
-			it_does_not_create_a_course_without_a_name,
-			case_setup),
-		cmocka_unit_test_setup(it_does_not_create_a_course_without_seats,
-				       case_setup),
+			it_does_not_create_a_course_without_a_name, case_setup),
+		cmocka_unit_test_setup(
+			it_does_not_create_a_course_without_seats, case_setup),
 		cmocka_unit_test_setup(it_renames_a_course, case_setup),
 		cmocka_unit_test_setup(it_does_not_rename_a_missing_course,
 				       case_setup),
@@ -352,8 +351,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup(
 			it_does_not_subscribe_an_unregistered_student,
 			case_setup),
-		cmocka_unit_test_setup(it_does_not_subscribe_to_a_missing_course,
-				       case_setup),
+		cmocka_unit_test_setup(
+			it_does_not_subscribe_to_a_missing_course, case_setup),
 		cmocka_unit_test_setup(it_does_not_subscribe_to_a_closed_course,
 				       case_setup),
 		cmocka_unit_test_setup(it_does_not_subscribe_to_a_full_course,

@@ -131,9 +131,9 @@ typedef struct dis_runtime_options {
 	uint32_t reconnect_min_ms;    /* default 100 ms */
 	uint32_t reconnect_max_ms;    /* default 10 s */
 	/* dis_runtime_stop() closes what is still busy after this long. */
-	uint32_t stop_timeout_ms;     /* default 30 s */
+	uint32_t stop_timeout_ms; /* default 30 s */
 	/* Idle LISTEN connection checked with a query this often. */
-	uint32_t heartbeat_ms;        /* default 30 s */
+	uint32_t heartbeat_ms; /* default 30 s */
 } dis_runtime_options;
 
 DIS_API void dis_runtime_options_init(dis_runtime_options *opts);
@@ -147,8 +147,7 @@ DIS_API void dis_runtime_options_init(dis_runtime_options *opts);
  * The handler may call dis_runtime_stop() or dis_runtime_free(): the batch
  * then ends after this event (committing what was handled, unless freed).
  */
-typedef int (*dis_handler_fn)(void *arg, dis_batch *batch,
-			      const dis_event *ev);
+typedef int (*dis_handler_fn)(void *arg, dis_batch *batch, const dis_event *ev);
 
 /*
  * The batch's store: a dis_store over the batch transaction's connection.
@@ -291,8 +290,8 @@ typedef struct dis_listener_stats {
 	const char *id;
 	dis_listener_state state;
 	bool connected;
-	dis_position checkpoint;   /* committed position */
-	dis_position head;         /* newest event in the log (last seen) */
+	dis_position checkpoint; /* committed position */
+	dis_position head;       /* newest event in the log (last seen) */
 	/* Events past the checkpoint (any type; estimated from event ids),
 	 * and the age of the oldest of them. 0 when caught up. */
 	int64_t events_behind;
@@ -301,15 +300,15 @@ typedef struct dis_listener_stats {
 	 * (pid 0 when it cannot be seen) and how long it has been open. */
 	int blocker_pid;
 	double blocker_seconds;
-	uint32_t attempts;         /* failed attempts of the current event */
-	int last_error_code;       /* 0 when none */
-	const char *last_error;    /* "" when none */
+	uint32_t attempts;      /* failed attempts of the current event */
+	int last_error_code;    /* 0 when none */
+	const char *last_error; /* "" when none */
 	uint64_t events_handled;
-	uint64_t errors;           /* handler failures, bad payloads, infra */
+	uint64_t errors; /* handler failures, bad payloads, infra */
 	uint64_t retries;
 	uint64_t dead_letters;
-	uint64_t batches;          /* committed batches */
-	uint64_t skipped_batches;  /* another process held the listener */
+	uint64_t batches;         /* committed batches */
+	uint64_t skipped_batches; /* another process held the listener */
 	uint64_t reconnects;
 	double batch_seconds_sum;
 	double batch_seconds_max;
@@ -332,15 +331,15 @@ DIS_API bool dis_runtime_notifier_connected(const dis_runtime *rt);
 typedef struct dis_listener_info {
 	const char *id;
 	dis_position checkpoint;
-	dis_position head;          /* newest event in the log */
-	int64_t events_behind;      /* events of its types past the checkpoint */
-	double seconds_behind;      /* age of the oldest of them, 0 if none */
-	const char *state;          /* as last written by a runtime */
-	const char *last_error;     /* "" when none */
+	dis_position head;      /* newest event in the log */
+	int64_t events_behind;  /* events of its types past the checkpoint */
+	double seconds_behind;  /* age of the oldest of them, 0 if none */
+	const char *state;      /* as last written by a runtime */
+	const char *last_error; /* "" when none */
 	uint32_t attempts;
-	int64_t failed_event_id;    /* 0 when none */
+	int64_t failed_event_id; /* 0 when none */
 	int64_t dead_letters;
-	const char *owner;          /* host:pid of the last runtime to write */
+	const char *owner; /* host:pid of the last runtime to write */
 	double updated_seconds_ago;
 } dis_listener_info;
 

@@ -37,9 +37,14 @@
  * renames NAME to NAME__old and NAME__rebuild to NAME, and moves the
  * checkpoint of NAME's listeners (NAME and its shards NAME#k/n) to the
  * rebuilt position; NAME__old is dropped after. Readers see the old table
- * or the new one, never a half-built one. Query the table by name (a view
- * defined on it would follow the old table); leave index and constraint
- * names to PostgreSQL (or they collide with the shadow's).
+ * or the new one, never a half-built one. The new table gets the old
+ * one's privileges (and its owner, when the rebuilding role is a member
+ * of it); everything else about it comes from the DDL. Query the table by
+ * name (a view defined on it would follow the old table and keep it from
+ * being dropped); leave index and constraint names to PostgreSQL (or they
+ * collide with the shadow's). A rebuild needs the rights of the table's
+ * owner and to write event_listener (the dis_admin role of
+ * docs/roles.sql).
  *
  * ---- Policies ----
  *
@@ -138,9 +143,9 @@ DIS_API const dis_query *dis_projection_query(const dis_projection *p);
  * freed with dis_free(); and a projection from such a text.
  */
 DIS_API int dis_projection_to_json(const dis_projection *p, char **json);
-DIS_API int dis_projection_from_json(const dis_schema *schema,
-				     const char *json, dis_projection **out,
-				     char *errbuf, size_t errlen);
+DIS_API int dis_projection_from_json(const dis_schema *schema, const char *json,
+				     dis_projection **out, char *errbuf,
+				     size_t errlen);
 
 /*
  * Records the definition in the dis_projection table and creates the
@@ -177,11 +182,11 @@ DIS_API int dis_projection_apply(dis_projection *p, struct pg_conn *conn,
 /* ---- rebuild ---- */
 
 typedef struct dis_rebuild_progress {
-	const char *phase;       /* "building", "swapping", "done" */
-	uint64_t events;         /* events applied to the new table so far */
-	int64_t events_behind;   /* estimated, while building */
-	dis_position position;   /* the new table's checkpoint */
-	double seconds;          /* since the start */
+	const char *phase;     /* "building", "swapping", "done" */
+	uint64_t events;       /* events applied to the new table so far */
+	int64_t events_behind; /* estimated, while building */
+	dis_position position; /* the new table's checkpoint */
+	double seconds;        /* since the start */
 } dis_rebuild_progress;
 
 typedef struct dis_rebuild_options {
@@ -225,8 +230,7 @@ typedef struct dis_policy dis_policy;
  * the event. A decision refused with DIS_EDOMAIN usually means there is
  * nothing to do: return 0 then.
  */
-typedef int (*dis_policy_fn)(void *arg, dis_maker *maker,
-			     const dis_event *ev);
+typedef int (*dis_policy_fn)(void *arg, dis_maker *maker, const dis_event *ev);
 
 /*
  * A policy: listener `id` (see dis_runtime_add_listener), its `query`
@@ -248,7 +252,8 @@ DIS_API int dis_policy_attach(dis_policy *p, dis_runtime *rt,
 DIS_API int dis_policy_handler(void *policy, dis_batch *batch,
 			       const dis_event *ev);
 /* The policy's decision statistics, summed over its events (including
- * the attempts of batches that were rolled back). */
+ * the attempts of batches that were rolled back). Call it from the
+ * runtime's thread, or after the runtime stopped. */
 DIS_API void dis_policy_get_stats(const dis_policy *p, dis_maker_stats *out);
 
 /* ---- shards ---- */
@@ -263,10 +268,12 @@ DIS_API int dis_shard_listener_id(char *buf, size_t len, const char *id,
 /*
  * Registers listener `id` split into `n` shards by domain id `shard_id`:
  * for each k in mine[0..nmine) (NULL: every shard) a listener "ID#k/n"
- * over `query` restricted to shard k, with `handler`, `arg` and `cfg`.
- * Every process working the listener must use the same n. On failure no
- * shard is left registered... except those the runtime accepted before
- * the failing one (the message says which): check the arguments first.
+ * over `query` restricted to shard k (dis_query_shard), with `handler`,
+ * `arg` and `cfg`. Every process working the listener must use the same
+ * n. The arguments of every shard are checked first (DIS_EINVAL,
+ * DIS_ENOTFOUND: nothing registered); should the runtime then refuse one
+ * (a duplicate id, DIS_ENOMEM), the shards before it stay registered and
+ * dis_runtime_errmsg() says why.
  */
 DIS_API int dis_runtime_add_sharded(dis_runtime *rt, const char *id,
 				    const dis_query *query,
@@ -293,13 +300,14 @@ DIS_API void dis_indexer_free(dis_indexer *ix);
 /* Registers its listener with `rt` (the runtime must use the same schema). */
 DIS_API int dis_indexer_attach(dis_indexer *ix, dis_runtime *rt,
 			       const dis_listener_config *cfg);
-/* Events it handled and rows it filled so far. */
+/* Events it handled so far (including those of rolled-back batches). */
 DIS_API uint64_t dis_indexer_events(const dis_indexer *ix);
-DIS_API uint64_t dis_indexer_filled(const dis_indexer *ix);
 
 typedef struct dis_index_report {
 	uint64_t events;       /* events of the id's types read */
-	uint64_t filled;       /* rows whose column was filled */
+	uint64_t filled;       /* rows of the id's types whose column went
+				* from NULL to a value (counted before and
+				* after; nulls in payloads stay NULL) */
 	dis_position position; /* the indexer's checkpoint at the end */
 	double seconds;
 } dis_index_report;

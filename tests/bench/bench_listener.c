@@ -60,15 +60,14 @@ static void line(const char *name, double value, const char *unit,
 	fflush(stdout);
 }
 
-static struct event_base *new_runtime(const char *conninfo,
-				      const dis_schema *schema,
-				      dis_runtime **rt)
+static struct event_base *
+new_runtime(const char *conninfo, const dis_schema *schema, dis_runtime **rt)
 {
 	struct event_base *base = event_base_new();
 	char err[256];
 
-	if (!base || dis_runtime_new(base, conninfo, schema, rt, err,
-				     sizeof(err))) {
+	if (!base ||
+	    dis_runtime_new(base, conninfo, schema, rt, err, sizeof(err))) {
 		fprintf(stderr, "runtime: %s\n", err);
 		exit(1);
 	}
@@ -150,7 +149,8 @@ static void *lat_raw(void *p)
 {
 	lat *l = p;
 	PGconn *c = PQconnectdb(l->conninfo);
-	PGresult *r = PQexec(c, "LISTEN " "new_events");
+	PGresult *r = PQexec(c, "LISTEN "
+				"new_events");
 	double end;
 
 	PQclear(r);
@@ -406,8 +406,9 @@ static int projection_handler(void *arg, dis_batch *b, const dis_event *ev)
 	snprintf(id, sizeof(id), "%" PRId64, dis_event_id(ev));
 	snprintf(q, sizeof(q), "%" PRId64, qty);
 	v[1] = cart;
-	r = PQexecParams(conn, "INSERT INTO rm (event_id, cart_id, quantity) "
-			       "VALUES ($1::bigint, $2, $3::int)",
+	r = PQexecParams(conn,
+			 "INSERT INTO rm (event_id, cart_id, quantity) "
+			 "VALUES ($1::bigint, $2, $3::int)",
 			 3, NULL, v, NULL, NULL, 0);
 	/* (prepared once, as dis_batch_exec does, would save parsing) */
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
@@ -438,8 +439,9 @@ static int pipelined_handler(void *arg, dis_batch *b, const dis_event *ev)
 	snprintf(id, sizeof(id), "%" PRId64, dis_event_id(ev));
 	snprintf(q, sizeof(q), "%" PRId64, qty);
 	v[1] = cart;
-	rc = dis_batch_exec(b, "INSERT INTO rm2 (event_id, cart_id, quantity)"
-			       " VALUES ($1::bigint, $2, $3::int)",
+	rc = dis_batch_exec(b,
+			    "INSERT INTO rm2 (event_id, cart_id, quantity)"
+			    " VALUES ($1::bigint, $2, $3::int)",
 			    3, v, NULL, NULL);
 	if (!rc && ++c->seen == 100000)
 		c->rss_100k = rss_kb();
@@ -474,7 +476,7 @@ static double run_catchup(const char *conninfo, const dis_schema *schema,
 	dis_runtime *rt;
 	struct event_base *base = new_runtime(conninfo, schema, &rt);
 	catchup c = {n, 0, 0};
-	dis_handler_fn fn = kind == NOOP	      ? noop_handler
+	dis_handler_fn fn = kind == NOOP            ? noop_handler
 			    : kind == PROJ_BLOCKING ? projection_handler
 						    : pipelined_handler;
 	committed w = {rt, n};

@@ -76,9 +76,8 @@ static double catch_up(const char *conninfo, const dis_schema *s,
 	dis_listener_config_init(&cfg);
 	cfg.fetch_size = 1000;
 	cfg.poll_interval_ms = 20;
-	assert_int_equal(dis_runtime_new(base, conninfo, s, &rt, err,
-					 sizeof(err)),
-			 0);
+	assert_int_equal(
+		dis_runtime_new(base, conninfo, s, &rt, err, sizeof(err)), 0);
 	assert_int_equal(dis_runtime_add_listener(rt, id, q, fn, arg, &cfg), 0);
 	t0 = now_s();
 	assert_int_equal(dis_runtime_start(rt), 0);
@@ -119,9 +118,8 @@ static void bench(void **state)
 
 			snprintf(key, sizeof(key), "k%ld", (i * 7919) % 1000);
 			assert_int_equal(dis_event_new(s, "Hit", &evs[k]), 0);
-			assert_int_equal(dis_event_set_string(evs[k], "key",
-							      key),
-					 0);
+			assert_int_equal(
+				dis_event_set_string(evs[k], "key", key), 0);
 			assert_int_equal(dis_event_set_int(evs[k], "weight",
 							   (int)(i % 10)),
 					 0);
@@ -139,12 +137,12 @@ static void bench(void **state)
 				    " KEY, n BIGINT NOT NULL, w BIGINT NOT"
 				    " NULL)"),
 			 0);
-	assert_int_equal(dis_projection_on(
-				 p, "Hit",
-				 "INSERT INTO {table} AS t VALUES ($key, 1,"
-				 " $weight) ON CONFLICT (key) DO UPDATE SET"
-				 " n = t.n + 1, w = t.w + EXCLUDED.w"),
-			 0);
+	assert_int_equal(
+		dis_projection_on(p, "Hit",
+				  "INSERT INTO {table} AS t VALUES ($key, 1,"
+				  " $weight) ON CONFLICT (key) DO UPDATE SET"
+				  " n = t.n + 1, w = t.w + EXCLUDED.w"),
+		0);
 	assert_int_equal(dis_projection_install(p, st), 0);
 
 	assert_int_equal(dis_query_new(s, &q), 0);

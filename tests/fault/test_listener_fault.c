@@ -78,7 +78,8 @@ static void *appender_main(void *p)
 			char cart[16];
 
 			snprintf(cart, sizeof(cart), "c%d", (i + j) % 10);
-			evs[j] = tl_added(a->schema, cart, "p", 1 + (i + j) % 7);
+			evs[j] =
+				tl_added(a->schema, cart, "p", 1 + (i + j) % 7);
 		}
 		if (dis_store_append(st, evs, (size_t)k, NULL, NULL, NULL)) {
 			a->failures++;
@@ -145,8 +146,7 @@ static struct event_base *start_runtime(fixture *f, dis_runtime **rt)
 	char err[256];
 
 	assert_non_null(base);
-	if (dis_runtime_new(base, f->conninfo, f->schema, rt, err,
-			    sizeof(err)))
+	if (dis_runtime_new(base, f->conninfo, f->schema, rt, err, sizeof(err)))
 		fail_msg("runtime: %s", err);
 	dis_runtime_set_log(*rt, tl_log, NULL, DIS_LOG_DEBUG);
 	dis_runtime_options_init(&o);
@@ -255,8 +255,7 @@ static int slow_child(const char *conninfo, const dis_schema *schema)
 
 	if (dis_runner_new(conninfo, schema, &r, err, sizeof(err)))
 		return 2;
-	dis_runtime_set_log(dis_runner_runtime(r), tl_log, NULL,
-			    DIS_LOG_DEBUG);
+	dis_runtime_set_log(dis_runner_runtime(r), tl_log, NULL, DIS_LOG_DEBUG);
 	dis_query_new(schema, &q);
 	dis_query_add_filter(q, &flt);
 	dis_filter_type(flt, "ShoppingCartAdded");
@@ -305,8 +304,8 @@ static void test_kill9_mid_batch(void **state)
 	assert_true(pid >= 0);
 	if (pid == 0)
 		_exit(slow_child(f->conninfo, f->schema));
-	for (double end = tl_now() + 60; !caught_up_db(f, "carts") &&
-					 tl_now() < end;)
+	for (double end = tl_now() + 60;
+	     !caught_up_db(f, "carts") && tl_now() < end;)
 		usleep(50000);
 	assert_true(caught_up_db(f, "carts"));
 	kill(pid, SIGTERM);

@@ -63,8 +63,8 @@ static void *get_main(void *arg)
 		if (f) {
 			for (;;) {
 				if (len + 4096 + 1 > cap)
-					buf = realloc(buf,
-						      cap = cap ? cap * 2 : 8192);
+					buf = realloc(buf, cap = cap ? cap * 2
+								     : 8192);
 				n = (ssize_t)fread(buf + len, 1, 4096, f);
 				if (n <= 0)
 					break;
@@ -100,8 +100,8 @@ static void *get_main(void *arg)
 		if (write(fd, req, strlen(req)) == (ssize_t)strlen(req))
 			for (;;) {
 				if (len + 4096 + 1 > cap)
-					buf = realloc(buf,
-						      cap = cap ? cap * 2 : 8192);
+					buf = realloc(buf, cap = cap ? cap * 2
+								     : 8192);
 				n = read(fd, buf + len, cap - len - 1);
 				if (n <= 0)
 					break;
@@ -193,9 +193,8 @@ static void test_metrics_and_health(void **state)
 		skip();
 	assert_int_equal(dis_query_new(s, &q), 0);
 	assert_int_equal(dis_query_add_filter(q, &f), 0);
-	assert_int_equal(dis_runtime_new(base, conninfo, s, &rt, err,
-					 sizeof(err)),
-			 0);
+	assert_int_equal(
+		dis_runtime_new(base, conninfo, s, &rt, err, sizeof(err)), 0);
 	dis_runtime_options_init(&ro);
 	ro.reconnect_max_ms = 500;
 	ro.heartbeat_ms = 500;
@@ -205,9 +204,8 @@ static void test_metrics_and_health(void **state)
 	assert_int_equal(dis_runtime_add_listener(rt, "hits \"quoted\"", q,
 						  handler, &handled, &cfg),
 			 0);
-	assert_int_equal(dis_metrics_new(base, "127.0.0.1", 0, &m, err,
-					 sizeof(err)),
-			 0);
+	assert_int_equal(
+		dis_metrics_new(base, "127.0.0.1", 0, &m, err, sizeof(err)), 0);
 	port = dis_metrics_port(m);
 	assert_true(port > 0);
 	assert_int_equal(dis_metrics_add_runtime(m, rt), 0);
@@ -264,8 +262,9 @@ static void test_metrics_and_health(void **state)
 		assert_true(v >= prev);
 		prev = v;
 	}
-	assert_true(metric(body, "dis_listener_batch_duration_seconds_bucket{"
-				 "listener=\"hits \\\"quoted\\\"\",le=\"+Inf\"}") ==
+	assert_true(metric(body,
+			   "dis_listener_batch_duration_seconds_bucket{"
+			   "listener=\"hits \\\"quoted\\\"\",le=\"+Inf\"}") ==
 		    metric(body, "dis_listener_batch_duration_seconds_count{"
 				 "listener=\"hits \\\"quoted\\\"\"}"));
 	assert_true(metric(body, "dis_listener_batch_duration_seconds_count{"
@@ -275,9 +274,9 @@ static void test_metrics_and_health(void **state)
 	if (access("/usr/bin/curl", X_OK) == 0) {
 		status = http(base, port, "/metrics", true, &body);
 		assert_int_equal(status, 200);
-		assert_true(metric(body, "dis_listener_events_handled_total{"
-					 "listener=\"hits \\\"quoted\\\"\"}") ==
-			    25);
+		assert_true(metric(body,
+				   "dis_listener_events_handled_total{"
+				   "listener=\"hits \\\"quoted\\\"\"}") == 25);
 		free(body);
 	}
 	assert_int_equal(http(base, port, "/nope", false, NULL), 404);

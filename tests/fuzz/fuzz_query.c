@@ -5,12 +5,15 @@
  * Input: arguments separated by NUL bytes, as in argv: "--type" T,
  * "--stream" S, "--where" ID=VALUE, "--from" POSITION (also in the
  * "--opt=value" form). "--or" starts another query, united with the first
- * by dis_query_union (the CLI builds one). Other arguments are ignored.
+ * by dis_query_union (the CLI builds one). "--shard" ID/N splits the result
+ * into N shards by domain id ID (dis_query_shard, as listeners do). Other
+ * arguments are ignored.
  *
  * Checks: the SQL binds every value (no quote, semicolon or comment in its
  * text; every $n bound and used; only schema ids quoted), a copy describes
- * the same, and dis_query_matches agrees on a fixed set of events with a
- * direct reading of the arguments.
+ * the same, dis_query_matches agrees on a fixed set of events with a direct
+ * reading of the arguments, and the N shards of a query select each of its
+ * events exactly once.
  */
 #include "fuzz.h"
 #include "cliparse.h"
@@ -165,6 +168,10 @@ static bool group_matches(const group *g, const dis_event *ev)
 	return true;
 }
 
+/* String constants the query SQL may hold (shards hash the id's text). */
+static const char *const LITERALS[] = {"'x'", "'UTF8'"};
+#define NLITERALS (sizeof(LITERALS) / sizeof(LITERALS[0]))
+
 /* The SQL binds every value: nothing from the arguments is in its text. */
 static void check_sql(const dis__sql *s, size_t first_param)
 {
@@ -178,8 +185,21 @@ static void check_sql(const dis__sql *s, size_t first_param)
 	for (size_t i = 0; i < len; i++) {
 		char c = t[i];
 
-		fz_check(c != '\'' && c != ';' && c != '\\',
-			 "'%c' in the SQL text: %.*s", c, (int)len, t);
+		/* The only literals are the library's own constants. */
+		if (c == '\'') {
+			size_t k;
+
+			for (k = 0; k < NLITERALS; k++)
+				if (!strncmp(t + i, LITERALS[k],
+					     strlen(LITERALS[k])))
+					break;
+			fz_check(k < NLITERALS, "a literal in the SQL text: %.*s",
+				 (int)len, t);
+			i += strlen(LITERALS[k]) - 1;
+			continue;
+		}
+		fz_check(c != ';' && c != '\\', "'%c' in the SQL text: %.*s",
+			 c, (int)len, t);
 		fz_check(!(c == '-' && i + 1 < len && t[i + 1] == '-'),
 			 "comment in the SQL text");
 		if (c == '(')
@@ -213,7 +233,7 @@ static void check_sql(const dis__sql *s, size_t first_param)
 }
 
 static void check_query(const dis_query *q, const group *groups,
-			size_t ngroups, dis_position from)
+			size_t ngroups, dis_position from, bool direct)
 {
 	dis_query *copy = NULL;
 	char *d1 = NULL, *d2 = NULL;
@@ -232,8 +252,17 @@ static void check_query(const dis_query *q, const group *groups,
 	rc = dis__read_sql(q, from, 1000, &s);
 	fz_check(rc == 0, "dis__read_sql: %s", dis_strerror(rc));
 	fz_check(!s.oom && !s.text.oom, "dis__read_sql: out of memory");
-	fz_check(memchr(s.text.data, '\'', s.text.len) == NULL,
-		 "quote in the read SQL");
+	for (const char *t = (const char *)s.text.data,
+			*end = t + s.text.len;
+	     (t = memchr(t, '\'', (size_t)(end - t))) != NULL;) {
+		size_t k;
+
+		for (k = 0; k < NLITERALS; k++)
+			if (!strncmp(t, LITERALS[k], strlen(LITERALS[k])))
+				break;
+		fz_check(k < NLITERALS, "a literal in the read SQL: %s", t);
+		t += strlen(LITERALS[k]);
+	}
 	dis__sql_free(&s);
 
 	rc = dis__query_lock_keys(q, &keys, &nkeys);
@@ -254,7 +283,7 @@ static void check_query(const dis_query *q, const group *groups,
 
 		for (size_t g = 0; g < ngroups && !want; g++)
 			want = group_matches(&groups[g], events[i]);
-		fz_check(got == want,
+		fz_check(!direct || got == want,
 			 "event %zu (%s): dis_query_matches says %d, the "
 			 "arguments say %d",
 			 i, EVENTS[i][1], got, want);
@@ -265,6 +294,61 @@ static void check_query(const dis_query *q, const group *groups,
 			 "matches a type it cannot select");
 	}
 	dis_query_free(copy);
+}
+
+/* The n shards of `q` by `id` partition its events. */
+static void check_shards(const dis_query *q, const group *groups,
+			 size_t ngroups, const char *spec, dis_position from)
+{
+	const char *slash = strrchr(spec, '/');
+	unsigned char hits[NEVENTS] = {0};
+	char id[128];
+	long n;
+	int first = 1, rc0 = 0;
+
+	if (!slash || (size_t)(slash - spec) >= sizeof(id))
+		return;
+	n = strtol(slash + 1, NULL, 10);
+	if (n < 1 || n > 16)
+		return;
+	snprintf(id, sizeof(id), "%.*s", (int)(slash - spec), spec);
+	for (long k = 0; k < n; k++) {
+		dis_query *part = NULL;
+		int rc;
+
+		fz_check(dis_query_copy(q, &part) == 0, "copy failed");
+		rc = dis_query_shard(part, id, (uint32_t)n, (uint32_t)k);
+		fz_check(rc == 0 || rc == DIS_EINVAL || rc == DIS_ENOTFOUND,
+			 "shard: unexpected %s", dis_strerror(rc));
+		fz_check(first || rc == rc0,
+			 "shard %ld of %ld: %s, shard 0: %s", k, n,
+			 dis_strerror(rc), dis_strerror(rc0));
+		first = 0;
+		rc0 = rc;
+		if (rc) {
+			fz_check(dis_query_check(part) == rc ||
+					 dis_query_check(part) == 0,
+				 "shard: the query records another error");
+			dis_query_free(part);
+			continue;
+		}
+		check_query(part, groups, ngroups, from, false);
+		for (size_t i = 0; i < NEVENTS; i++)
+			if (dis_query_matches(part, events[i])) {
+				fz_check(dis_query_matches(q, events[i]),
+					 "shard %ld selects event %zu, which "
+					 "the query does not",
+					 k, i);
+				hits[i]++;
+			}
+		dis_query_free(part);
+	}
+	if (rc0)
+		return;
+	for (size_t i = 0; i < NEVENTS; i++)
+		fz_check(hits[i] == (dis_query_matches(q, events[i]) ? 1 : 0),
+			 "event %zu is in %d of the %ld shards of %s", i,
+			 hits[i], n, id);
 }
 
 static void check_from(const char *text, dis_position *from)
@@ -289,6 +373,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *argv[MAXARGS];
 	dis_query *q = NULL, *part;
 	dis_position from = DIS_POSITION_START;
+	const char *shard = NULL;
 	size_t argc = 0, ngroups = 1, i;
 	char *text, *p, *end;
 	bool ok = true;
@@ -318,6 +403,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			g->wheres[g->nwheres++] = v;
 		} else if (option(argv, argc, &i, "--from", &v)) {
 			check_from(v, &from);
+		} else if (option(argv, argc, &i, "--shard", &v)) {
+			shard = v;
 		}
 	}
 
@@ -345,7 +432,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			ok = false;
 			break;
 		}
-		check_query(part, &groups[i], 1, from);
+		check_query(part, &groups[i], 1, from, true);
 		if (!q) {
 			q = part;
 			continue;
@@ -355,7 +442,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		dis_query_free(part);
 	}
 	if (ok && ngroups > 1)
-		check_query(q, groups, ngroups, from);
+		check_query(q, groups, ngroups, from, true);
+	if (ok && shard)
+		check_shards(q, groups, ngroups, shard, from);
 	dis_query_free(q);
 	free(text);
 	return 0;

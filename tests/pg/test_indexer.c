@@ -95,9 +95,10 @@ static int loaded(dis_store *st, const dis_schema *s, const char *sku)
  * event 2k + 1, has sku-(k % 13)). */
 static void check_columns(PGconn *c)
 {
-	assert_int_equal(count(c, "SELECT count(*) FROM event WHERE event_type"
-				  " = 'Added' AND sku IS DISTINCT FROM 'sku-' ||"
-				  " ((event_id / 2) % 13)::text"),
+	assert_int_equal(count(c,
+			       "SELECT count(*) FROM event WHERE event_type"
+			       " = 'Added' AND sku IS DISTINCT FROM 'sku-' ||"
+			       " ((event_id / 2) % 13)::text"),
 			 0);
 }
 
@@ -115,8 +116,9 @@ static void test_backfill(void **state)
 	/* Event ids start at 1: event 2k+1 is Added number k. */
 	append_v1(st1, v1, 390);
 	st2 = dt_store(conninfo, v2);
-	assert_int_equal(count(c, "SELECT count(*) FROM event"
-				  " WHERE event_type = 'Added' AND sku IS NULL"),
+	assert_int_equal(count(c,
+			       "SELECT count(*) FROM event"
+			       " WHERE event_type = 'Added' AND sku IS NULL"),
 			 390);
 	assert_int_equal(loaded(st2, v2, "sku-0"), 0);
 	/* Events appended with version 2 have their column at once. */
@@ -131,8 +133,9 @@ static void test_backfill(void **state)
 		      rep.events, rep.filled, rep.seconds);
 	assert_int_equal(rep.events, 403);
 	assert_int_equal(rep.filled, 390);
-	assert_int_equal(count(c, "SELECT count(*) FROM event"
-				  " WHERE event_type = 'Added' AND sku IS NULL"),
+	assert_int_equal(count(c,
+			       "SELECT count(*) FROM event"
+			       " WHERE event_type = 'Added' AND sku IS NULL"),
 			 0);
 	assert_int_equal(loaded(st2, v2, "sku-0"), 30 + 1);
 	check_columns(c);
@@ -197,11 +200,12 @@ static void test_disctl_index(void **state)
 				  " WHERE event_type = 'Added' AND lot IS NOT"
 				  " NULL"),
 			 80);
-	assert_int_equal(count(c, "SELECT count(*) FROM event"
-				  " WHERE event_type = 'Added' AND lot IS"
-				  " DISTINCT FROM CASE WHEN ((event_id - 1) / 2)"
-				  " % 3 = 0 THEN NULL ELSE 1000 + ((event_id -"
-				  " 1) / 2) % 5 END"),
+	assert_int_equal(count(c,
+			       "SELECT count(*) FROM event"
+			       " WHERE event_type = 'Added' AND lot IS"
+			       " DISTINCT FROM CASE WHEN ((event_id - 1) / 2)"
+			       " % 3 = 0 THEN NULL ELSE 1000 + ((event_id -"
+			       " 1) / 2) % 5 END"),
 			 0);
 	dis_store_free(st1);
 	dis_schema_free(v1);

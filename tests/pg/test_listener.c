@@ -15,8 +15,8 @@
 typedef struct fixture {
 	char *conninfo;
 	dis_schema *schema;
-	dis_store *store;   /* for appends */
-	PGconn *conn;       /* for checks */
+	dis_store *store; /* for appends */
+	PGconn *conn;     /* for checks */
 	struct event_base *base;
 	dis_runtime *rt;
 } fixture;
@@ -306,8 +306,7 @@ static void test_two_runtimes_same_listener(void **state)
 	tl_run_for(f->base, 200);
 	tl_stop_runtime(f->base, f->rt);
 	tl_stop_runtime(f->base, rt2);
-	print_message("two runtimes: %d + %d events\n", c1.handled,
-		      c2.handled);
+	print_message("two runtimes: %d + %d events\n", c1.handled, c2.handled);
 	assert_int_equal(c1.handled + c2.handled, 600);
 	assert_false(c1.out_of_order || c2.out_of_order);
 	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"),
@@ -332,8 +331,7 @@ static int child_main(const char *conninfo, const dis_schema *schema)
 
 	if (dis_runner_new(conninfo, schema, &r, err, sizeof(err)))
 		return 2;
-	dis_runtime_set_log(dis_runner_runtime(r), tl_log, NULL,
-			    DIS_LOG_DEBUG);
+	dis_runtime_set_log(dis_runner_runtime(r), tl_log, NULL, DIS_LOG_DEBUG);
 	dis_query_new(schema, &q);
 	dis_query_add_filter(q, &flt);
 	dis_filter_type(flt, "ShoppingCartAdded");
@@ -502,9 +500,11 @@ static void test_corrupt_payload_stops(void **state)
 	assert_int_equal(s.state, DIS_LISTENER_STOPPED);
 	assert_int_equal(h.code, DIS_ESERDE);
 	print_message("stopped: %s\n", h.msg);
-	snprintf(sql, sizeof(sql),
-		 "SELECT count(*) FROM event_dead_letter WHERE event_id = %"
-		 PRId64 " AND action = 'stopped'", bad);
+	snprintf(
+		sql, sizeof(sql),
+		"SELECT count(*) FROM event_dead_letter WHERE event_id = %" PRId64
+		" AND action = 'stopped'",
+		bad);
 	assert_int_equal(tl_count(f->conn, sql), 1);
 	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM "
 					   "event_listener WHERE state = "
@@ -591,7 +591,8 @@ static void test_retry_exhausted_dead_letter(void **state)
 	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 4);
 	snprintf(sql, sizeof(sql),
 		 "SELECT attempts || ' ' || error FROM event_dead_letter "
-		 "WHERE event_id = %" PRId64, ids[2]);
+		 "WHERE event_id = %" PRId64,
+		 ids[2]);
 	v = dt_scalar(f->conn, sql);
 	assert_non_null(v);
 	print_message("dead letter: %s\n", v);
@@ -624,9 +625,8 @@ static void test_commit_failure_isolated(void **state)
 	cfg.on_poison = DIS_POISON_DEAD_LETTER;
 	cfg.fetch_size = 100;
 	for (int i = 0; i < 6; i++)
-		ids[i] = tl_append(f->store,
-				   tl_added(f->schema, "c", "p",
-					    i == 3 ? 10 : i + 10));
+		ids[i] = tl_append(f->store, tl_added(f->schema, "c", "p",
+						      i == 3 ? 10 : i + 10));
 	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
 						  tl_cart_handler, &c, &cfg),
 			 0);
@@ -636,9 +636,11 @@ static void test_commit_failure_isolated(void **state)
 	tl_run_for(f->base, 200);
 	tl_stop_runtime(f->base, f->rt);
 	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 5);
-	snprintf(sql, sizeof(sql),
-		 "SELECT count(*) FROM event_dead_letter WHERE event_id = %"
-		 PRId64 " AND attempts = 2", ids[3]);
+	snprintf(
+		sql, sizeof(sql),
+		"SELECT count(*) FROM event_dead_letter WHERE event_id = %" PRId64
+		" AND attempts = 2",
+		ids[3]);
 	assert_int_equal(tl_count(f->conn, sql), 1);
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(*) FROM handled WHERE event_id = %" PRId64,
@@ -719,8 +721,8 @@ static void test_two_threads(void **state)
 			   {f->conninfo, f->schema, "thread-b", 200, 0, 0}};
 
 	for (int i = 0; i < 2; i++)
-		assert_int_equal(pthread_create(&t[i], NULL, thread_main, &a[i]),
-				 0);
+		assert_int_equal(
+			pthread_create(&t[i], NULL, thread_main, &a[i]), 0);
 	for (int i = 0; i < 20; i++) {
 		tl_append_carts(f->store, f->schema, 10, 3);
 		usleep(5000);
@@ -806,8 +808,7 @@ static int stopping_handler(void *arg, dis_batch *b, const dis_event *ev)
 		if (in->do_free)
 			dis_runtime_free(in->f->rt);
 		else
-			assert_int_equal(dis_runtime_stop(in->f->rt,
-							  tl_stopped,
+			assert_int_equal(dis_runtime_stop(in->f->rt, tl_stopped,
 							  &in->stop),
 					 0);
 	}
@@ -838,7 +839,8 @@ static void test_stop_inside_handler(void **state)
 	/* The batch committed up to the event in hand. */
 	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 3);
 	assert_int_equal(tl_db_checkpoint(f->conn, "carts").id,
-			 tl_count(f->conn, "SELECT max(event_id) FROM handled"));
+			 tl_count(f->conn,
+				  "SELECT max(event_id) FROM handled"));
 	/* And it starts again. */
 	in.stop.done = false;
 	assert_int_equal(dis_runtime_start(f->rt), 0);
@@ -892,6 +894,47 @@ static void test_free_with_stop_pending(void **state)
 	assert_int_equal(st.status, DIS_ECANCELED);
 	tl_run_for(f->base, 20);
 	assert_int_equal(st.calls, 1);
+}
+
+/* Freed from inside its own stop callback. */
+typedef struct free_in_stop {
+	int calls;
+} free_in_stop;
+
+static void stop_then_free(void *arg, dis_runtime *rt, int status)
+{
+	free_in_stop *x = arg;
+
+	assert_int_equal(status, 0);
+	x->calls++;
+	dis_runtime_free(rt);
+}
+
+static bool stop_called(void *arg)
+{
+	return ((free_in_stop *)arg)->calls > 0;
+}
+
+static void test_free_inside_stop_callback(void **state)
+{
+	fixture *f = *state;
+	free_in_stop x = {0};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+
+	tl_append_carts(f->store, f->schema, 5, 5);
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, NULL, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	tl_run_for(f->base, 200);
+	assert_int_equal(dis_runtime_stop(f->rt, stop_then_free, &x), 0);
+	f->rt = NULL;
+	assert_true(tl_run_until(f->base, stop_called, &x, 10000));
+	tl_run_for(f->base, 20);
+	assert_int_equal(x.calls, 1);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 5);
 }
 
 /* ---- reset replays ---- */
@@ -963,8 +1006,7 @@ static void test_runner_stop(void **state)
 					sizeof(err)),
 			 0);
 	dis_runner_set_signals(r, false);
-	dis_runtime_set_log(dis_runner_runtime(r), tl_log, NULL,
-			    DIS_LOG_DEBUG);
+	dis_runtime_set_log(dis_runner_runtime(r), tl_log, NULL, DIS_LOG_DEBUG);
 	assert_int_equal(dis_runtime_add_listener(dis_runner_runtime(r),
 						  "carts", q, tl_cart_handler,
 						  NULL, &cfg),
@@ -1015,8 +1057,8 @@ static void test_bad_arguments(void **state)
 
 	memset(longid, 'x', sizeof(longid) - 1);
 	longid[sizeof(longid) - 1] = '\0';
-	assert_int_equal(dis_runtime_add_listener(f->rt, "", q,
-						  tl_cart_handler, NULL, NULL),
+	assert_int_equal(dis_runtime_add_listener(f->rt, "", q, tl_cart_handler,
+						  NULL, NULL),
 			 DIS_EINVAL);
 	assert_int_equal(dis_runtime_add_listener(f->rt, longid, q,
 						  tl_cart_handler, NULL, NULL),
@@ -1041,6 +1083,83 @@ static void test_bad_arguments(void **state)
 	dis_schema_free(other);
 }
 
+/* A listener added while the runtime runs starts at once. */
+static void test_add_while_running(void **state)
+{
+	fixture *f = *state;
+	tl_counter c1 = {0}, c2 = {0};
+	wait_n w1 = {&c1, 20}, w2 = {&c2, 20};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(60000, true);
+
+	tl_append_carts(f->store, f->schema, 20, 4);
+	assert_int_equal(dis_runtime_add_listener(f->rt, "first", q,
+						  tl_cart_handler, &c1, &cfg),
+			 0);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_n, &w1, 10000));
+	assert_int_equal(dis_runtime_add_listener(f->rt, "second", q,
+						  tl_cart_handler, &c2, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_true(tl_run_until(f->base, handled_n, &w2, 10000));
+	tl_stop_runtime(f->base, f->rt);
+}
+
+/* A COMMIT that does not finish: the stop closes it after its timeout. */
+static int sleepy_handler(void *arg, dis_batch *b, const dis_event *ev)
+{
+	(void)arg;
+	(void)ev;
+	if (dis_batch_exec(b, "INSERT INTO slow VALUES (1)", 0, NULL, NULL,
+			   NULL))
+		return DIS_EPG;
+	return 0;
+}
+
+static bool committing(void *arg)
+{
+	fixture *f = arg;
+
+	return tl_count(f->conn, "SELECT count(*) FROM pg_stat_activity WHERE "
+				 "query = 'COMMIT' AND state = 'active' AND "
+				 "datname = current_database()") > 0;
+}
+
+static void test_stop_timeout(void **state)
+{
+	fixture *f = *state;
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	dis_runtime_options o;
+	tl_stop st = {0};
+
+	dt_exec(f->conn,
+		"CREATE TABLE slow (a INT);"
+		"CREATE FUNCTION f_slow() RETURNS trigger LANGUAGE "
+		"plpgsql AS $$ BEGIN PERFORM pg_sleep(3); RETURN NULL;"
+		" END $$;"
+		"CREATE CONSTRAINT TRIGGER t_slow AFTER INSERT ON slow "
+		"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE "
+		"FUNCTION f_slow()");
+	dis_runtime_options_init(&o);
+	o.stop_timeout_ms = 300;
+	assert_int_equal(dis_runtime_set_options(f->rt, &o), 0);
+	tl_append(f->store, tl_added(f->schema, "c", "p", 1));
+	assert_int_equal(dis_runtime_add_listener(f->rt, "slow", q,
+						  sleepy_handler, NULL, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_int_equal(dis_runtime_set_options(f->rt, &o), DIS_ESTATE);
+	assert_true(tl_run_until(f->base, committing, f, 10000));
+	assert_int_equal(dis_runtime_stop(f->rt, tl_stopped, &st), 0);
+	assert_true(tl_run_until(f->base, tl_stop_done, &st, 2000));
+	assert_int_equal(st.status, DIS_ETIMEDOUT);
+	assert_int_equal(st.calls, 1);
+	assert_int_equal(stats_of(f->rt, "slow").state, DIS_LISTENER_STOPPED);
+}
+
 /* ---- pipelined writes ---- */
 
 /* Queued writes commit with the checkpoint; a failing one is pinned on
@@ -1061,8 +1180,8 @@ static void test_pipelined_writes(void **state)
 	cfg.on_poison = DIS_POISON_DEAD_LETTER;
 	cfg.fetch_size = 64;
 	for (int i = 0; i < 200; i++) {
-		int64_t id = tl_append(f->store,
-				       tl_added(f->schema, "c", "p", 1));
+		int64_t id =
+			tl_append(f->store, tl_added(f->schema, "c", "p", 1));
 
 		if (i == 137)
 			bad = id;
@@ -1083,12 +1202,12 @@ static void test_pipelined_writes(void **state)
 			 199);
 	/* Its carts and totals rows rolled back with it. */
 	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM carts"), 199);
-	assert_int_equal(tl_count(f->conn, "SELECT quantity FROM totals"),
-			 199);
-	snprintf(sql, sizeof(sql),
-		 "SELECT count(*) FROM event_dead_letter WHERE event_id = %"
-		 PRId64 " AND attempts = 3 AND error LIKE '%%null value%%'",
-		 bad);
+	assert_int_equal(tl_count(f->conn, "SELECT quantity FROM totals"), 199);
+	snprintf(
+		sql, sizeof(sql),
+		"SELECT count(*) FROM event_dead_letter WHERE event_id = %" PRId64
+		" AND attempts = 3 AND error LIKE '%%null value%%'",
+		bad);
 	assert_int_equal(tl_count(f->conn, sql), 1);
 }
 
@@ -1104,14 +1223,15 @@ static int mixed_handler(void *arg, dis_batch *b, const dis_event *ev)
 	snprintf(id, sizeof(id), "%" PRId64, dis_event_id(ev));
 	v[0] = dis_batch_listener_id(b);
 	v[1] = id;
-	if (dis_batch_exec(b, "INSERT INTO handled (listener, event_id) "
-			      "VALUES ($1, $2::bigint)",
+	if (dis_batch_exec(b,
+			   "INSERT INTO handled (listener, event_id) "
+			   "VALUES ($1, $2::bigint)",
 			   2, v, NULL, NULL))
 		return DIS_EPG;
 	/* Sees its own queued row: the queue is synced first. */
 	r = PQexecParams(dis_batch_conn(b),
-			 "SELECT count(*) FROM handled WHERE event_id = $1",
-			 1, NULL, &v[1], NULL, NULL, 0);
+			 "SELECT count(*) FROM handled WHERE event_id = $1", 1,
+			 NULL, &v[1], NULL, NULL, 0);
 	ok = PQresultStatus(r) == PGRES_TUPLES_OK &&
 	     !strcmp(PQgetvalue(r, 0, 0), "1");
 	PQclear(r);
@@ -1229,8 +1349,7 @@ static void test_disctl_listeners_reset(void **state)
 	assert_int_equal(dis_runtime_start(f->rt), 0);
 	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
 	tl_stop_runtime(f->base, f->rt);
-	assert_int_equal(run_disctl(f->conninfo, "listeners", out,
-				    sizeof(out)),
+	assert_int_equal(run_disctl(f->conninfo, "listeners", out, sizeof(out)),
 			 0);
 	print_message("%s", out);
 	assert_non_null(strstr(out, "LISTENER"));
@@ -1240,14 +1359,12 @@ static void test_disctl_listeners_reset(void **state)
 	snprintf(args, sizeof(args), "reset carts --to %" PRId64, ids[1]);
 	assert_int_equal(run_disctl(f->conninfo, args, out, sizeof(out)), 0);
 	print_message("%s", out);
-	assert_int_equal(run_disctl(f->conninfo, "listeners", out,
-				    sizeof(out)),
+	assert_int_equal(run_disctl(f->conninfo, "listeners", out, sizeof(out)),
 			 0);
 	print_message("%s", out);
 	assert_non_null(strstr(out, " 3 "));
-	assert_int_equal(run_disctl(f->conninfo, "reset nope", out,
-				    sizeof(out)),
-			 1);
+	assert_int_equal(
+		run_disctl(f->conninfo, "reset nope", out, sizeof(out)), 1);
 	assert_int_equal(run_disctl(f->conninfo, "reset carts --to x:y", out,
 				    sizeof(out)),
 			 1);
@@ -1297,6 +1414,8 @@ int main(int argc, char **argv)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_free_with_stop_pending,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_free_inside_stop_callback,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reset_replays, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_runner_stop, setup,
@@ -1304,6 +1423,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_runner_signal, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_bad_arguments, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_add_while_running, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_stop_timeout, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_pipelined_writes, setup,
 						teardown),

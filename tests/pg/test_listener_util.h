@@ -142,9 +142,9 @@ typedef struct tl_counter {
 	int handled;
 	int64_t last_id;
 	double last_at;
-	int fail_id_times;   /* fail event fail_id this many times */
+	int fail_id_times; /* fail event fail_id this many times */
 	int64_t fail_id;
-	int always_fail_id;  /* fail this event every time */
+	int always_fail_id; /* fail this event every time */
 	uint32_t max_attempt_seen;
 	bool out_of_order;
 	dis_position last_pos;
@@ -154,8 +154,7 @@ typedef struct tl_counter {
  * The cart projection: one carts row and one handled row per event, and
  * the cart's running total, all in the batch transaction.
  */
-static inline int tl_cart_handler(void *arg, dis_batch *b,
-				  const dis_event *ev)
+static inline int tl_cart_handler(void *arg, dis_batch *b, const dis_event *ev)
 {
 	tl_counter *c = arg;
 	PGconn *conn = dis_batch_conn(b);
@@ -171,10 +170,12 @@ static inline int tl_cart_handler(void *arg, dis_batch *b,
 			/* Also after a rolled-back batch (redelivery). */
 			c->out_of_order = true;
 			if (getenv("DIS_TEST_VERBOSE"))
-				fprintf(stderr, "out of order: %" PRIu64 ":%" PRId64
-				" after %" PRIu64 ":%" PRId64 " (%s)\n",
-				pos.tx, pos.id, c->last_pos.tx, c->last_pos.id,
-				dis_batch_listener_id(b));
+				fprintf(stderr,
+					"out of order: %" PRIu64 ":%" PRId64
+					" after %" PRIu64 ":%" PRId64 " (%s)\n",
+					pos.tx, pos.id, c->last_pos.tx,
+					c->last_pos.id,
+					dis_batch_listener_id(b));
 		}
 		if (dis_batch_attempt(b) > c->max_attempt_seen)
 			c->max_attempt_seen = dis_batch_attempt(b);
@@ -215,8 +216,9 @@ static inline int tl_cart_handler(void *arg, dis_batch *b,
 	snprintf(id, sizeof(id), "%" PRId64, dis_event_id(ev));
 	v[0] = dis_batch_listener_id(b);
 	v[1] = id;
-	r = PQexecParams(conn, "INSERT INTO handled (listener, event_id) "
-			       "VALUES ($1, $2::bigint)",
+	r = PQexecParams(conn,
+			 "INSERT INTO handled (listener, event_id) "
+			 "VALUES ($1, $2::bigint)",
 			 2, NULL, v, NULL, NULL, 0);
 	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
 		int rc = dis_batch_fail(b, DIS_EPG, "%s",
@@ -258,24 +260,26 @@ static inline int tl_cart_handler_q(void *arg, dis_batch *b,
 		v[0] = cart;
 		v[1] = product;
 		v[2] = q;
-		rc = dis_batch_exec(b, "INSERT INTO carts VALUES ($1, $2, $3::int)",
-				    3, v, NULL, NULL);
+		rc = dis_batch_exec(
+			b, "INSERT INTO carts VALUES ($1, $2, $3::int)", 3, v,
+			NULL, NULL);
 		if (!rc)
-			rc = dis_batch_exec(b,
-					    "INSERT INTO totals VALUES ($1, "
-					    "$2::bigint) ON CONFLICT (cart_id) DO "
-					    "UPDATE SET quantity = totals.quantity"
-					    " + EXCLUDED.quantity",
-					    2, (const char *const[]){cart, q},
-					    NULL, NULL);
+			rc = dis_batch_exec(
+				b,
+				"INSERT INTO totals VALUES ($1, "
+				"$2::bigint) ON CONFLICT (cart_id) DO "
+				"UPDATE SET quantity = totals.quantity"
+				" + EXCLUDED.quantity",
+				2, (const char *const[]){cart, q}, NULL, NULL);
 		if (rc)
 			return rc;
 	}
 	snprintf(id, sizeof(id), "%" PRId64, dis_event_id(ev));
 	v[0] = dis_batch_listener_id(b);
 	v[1] = c && c->always_fail_id == dis_event_id(ev) ? NULL : id;
-	rc = dis_batch_exec(b, "INSERT INTO handled (listener, event_id) "
-			       "VALUES ($1, $2::bigint)",
+	rc = dis_batch_exec(b,
+			    "INSERT INTO handled (listener, event_id) "
+			    "VALUES ($1, $2::bigint)",
 			    2, v, NULL, NULL);
 	if (rc)
 		return rc;
@@ -288,9 +292,8 @@ static inline int tl_cart_handler_q(void *arg, dis_batch *b,
 }
 
 /* Runs the loop until cond(arg) holds or timeout_ms passes. */
-static inline bool tl_run_until(struct event_base *base,
-				bool (*cond)(void *), void *arg,
-				int timeout_ms)
+static inline bool tl_run_until(struct event_base *base, bool (*cond)(void *),
+				void *arg, int timeout_ms)
 {
 	double end = tl_now() + timeout_ms / 1000.0;
 
@@ -438,7 +441,8 @@ static inline void tl_check_replay(const char *conninfo,
 	assert_int_equal(tl_count(c, sql), r.events);
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(DISTINCT event_id) FROM handled WHERE "
-		 "listener = '%s'", id);
+		 "listener = '%s'",
+		 id);
 	assert_int_equal(tl_count(c, sql), r.events);
 	res = PQexec(c, "SELECT cart_id, quantity FROM totals");
 	assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
@@ -446,8 +450,8 @@ static inline void tl_check_replay(const char *conninfo,
 	for (int i = 0; i < PQntuples(res); i++) {
 		int k;
 
-		for (k = 0; k < r.ncarts &&
-			    strcmp(r.cart[k], PQgetvalue(res, i, 0));
+		for (k = 0;
+		     k < r.ncarts && strcmp(r.cart[k], PQgetvalue(res, i, 0));
 		     k++)
 			;
 		assert_true(k < r.ncarts);

@@ -50,8 +50,8 @@ static void run_for(struct event_base *base, int ms)
 }
 
 /* Runs the loop until `sql` counts `want` (or 20 s pass). */
-static bool run_until_count(struct event_base *base, PGconn *c,
-			    const char *sql, long long want)
+static bool run_until_count(struct event_base *base, PGconn *c, const char *sql,
+			    long long want)
 {
 	double until = now_s() + 20;
 
@@ -111,9 +111,8 @@ static void test_closing_a_course_unsubscribes(void **state)
 	st = dt_store(conninfo, s);
 	assert_int_equal(dis_maker_new(st, &m), 0);
 	assert_int_equal(courses_policy(s, &p), 0);
-	assert_int_equal(dis_runtime_new(base, conninfo, s, &rt, err,
-					 sizeof(err)),
-			 0);
+	assert_int_equal(
+		dis_runtime_new(base, conninfo, s, &rt, err, sizeof(err)), 0);
 	assert_int_equal(dis_policy_attach(p, rt, NULL), 0);
 	assert_int_equal(dis_runtime_start(rt), 0);
 
@@ -137,9 +136,10 @@ static void test_closing_a_course_unsubscribes(void **state)
 	rc = courses_close(s, "c1", &d);
 	make(m, rc, d);
 	/* s1..s4 are unsubscribed from c1 by the policy; c2 keeps all. */
-	assert_true(run_until_count(base, c, "SELECT count(*) FROM event"
-					     " WHERE event_type ="
-					     " 'StudentUnsubscribed'",
+	assert_true(run_until_count(base, c,
+				    "SELECT count(*) FROM event"
+				    " WHERE event_type ="
+				    " 'StudentUnsubscribed'",
 				    5));
 	run_for(base, 200);
 	assert_int_equal(count(c, "SELECT count(*) FROM event WHERE event_type"
@@ -287,15 +287,13 @@ static void test_conflict_retried_in_the_batch(void **state)
 	dis_event *ping;
 
 	(void)state;
-	assert_int_equal(dis_store_open(conninfo, s, &other_store, err,
-					sizeof(err)),
-			 0);
+	assert_int_equal(
+		dis_store_open(conninfo, s, &other_store, err, sizeof(err)), 0);
 	assert_int_equal(dis_policy_new("guarded", q, guarded_policy, s, &p),
 			 0);
 	assert_int_equal(dis_policy_set_retry(p, 3, 100, 1000), 0);
-	assert_int_equal(dis_runtime_new(base, conninfo, s, &rt, err,
-					 sizeof(err)),
-			 0);
+	assert_int_equal(
+		dis_runtime_new(base, conninfo, s, &rt, err, sizeof(err)), 0);
 	assert_int_equal(dis_policy_attach(p, rt, NULL), 0);
 	interfere = 1;
 	assert_int_equal(dis_event_new(s, "Ping", &ping), 0);
@@ -403,8 +401,7 @@ static int wait_child(pid_t pid)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static void append_pings(dis_store *st, const dis_schema *s, int from,
-			  int n)
+static void append_pings(dis_store *st, const dis_schema *s, int from, int n)
 {
 	for (int i = from; i < from + n;) {
 		dis_event *evs[10];

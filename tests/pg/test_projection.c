@@ -112,9 +112,8 @@ static void append_hits(dis_store *st, const dis_schema *s, int n, int keys,
 			snprintf(key, sizeof(key), "k%d",
 				 (int)((*seed >> 33) % (uint64_t)keys));
 			assert_int_equal(dis_event_new(s, "Hit", &evs[k]), 0);
-			assert_int_equal(dis_event_set_string(evs[k], "key",
-							      key),
-					 0);
+			assert_int_equal(
+				dis_event_set_string(evs[k], "key", key), 0);
 			assert_int_equal(dis_event_set_int(evs[k], "weight",
 							   (int)(*seed >> 60)),
 					 0);
@@ -500,14 +499,43 @@ static void test_rebuild_sharded_and_empty(void **state)
 	(void)state;
 	assert_int_equal(dis_projection_install(p, st), 0);
 	/* An empty log rebuilds to an empty table. */
-	assert_int_equal(dis_projection_rebuild(conninfo, s, "hits", NULL,
-						NULL, err, sizeof(err)),
+	assert_int_equal(dis_projection_rebuild(conninfo, s, "hits", NULL, NULL,
+						err, sizeof(err)),
 			 0);
 	assert_int_equal(count(c, "SELECT count(*) FROM hits"), 0);
 	/* Never attached: the rebuild created its listener row. */
 	assert_int_equal(count(c, "SELECT count(*) FROM event_listener"
 				  " WHERE id = 'hits'"),
 			 1);
+	dt_exec(c, "DELETE FROM event_listener WHERE id = 'hits'");
+
+	/* Privileges on the table survive a rebuild. */
+	{
+		char role[40], sql[512];
+
+		snprintf(role, sizeof(role), "dis_test_reader_%d",
+			 (int)getpid());
+		snprintf(sql, sizeof(sql),
+			 "DROP ROLE IF EXISTS %s; CREATE ROLE %s NOLOGIN;"
+			 " GRANT SELECT, UPDATE ON hits TO %s",
+			 role, role, role);
+		dt_exec(c, sql);
+		assert_int_equal(dis_projection_rebuild(conninfo, s, "hits",
+							NULL, NULL, err,
+							sizeof(err)),
+				 0);
+		snprintf(sql, sizeof(sql),
+			 "SELECT has_table_privilege('%s', 'hits', 'SELECT')"
+			 "::int + has_table_privilege('%s', 'hits', 'UPDATE')"
+			 "::int + has_table_privilege('%s', 'hits', 'DELETE')"
+			 "::int",
+			 role, role, role);
+		assert_int_equal(count(c, sql), 2);
+		snprintf(sql, sizeof(sql),
+			 "REVOKE ALL ON hits FROM %s; DROP ROLE %s", role,
+			 role);
+		dt_exec(c, sql);
+	}
 	dt_exec(c, "DELETE FROM event_listener WHERE id = 'hits'");
 
 	/* Three shards keep it; a rebuild moves all three checkpoints. */
@@ -519,8 +547,8 @@ static void test_rebuild_sharded_and_empty(void **state)
 	service_start(&sv);
 	wait_caught_up(c, "hits#%/3", 3);
 	assert_int_equal(hits_differences(c, "hits"), 0);
-	assert_int_equal(dis_projection_rebuild(conninfo, s, "hits", NULL,
-						NULL, err, sizeof(err)),
+	assert_int_equal(dis_projection_rebuild(conninfo, s, "hits", NULL, NULL,
+						err, sizeof(err)),
 			 0);
 	append_hits(st, s, 500, 30, &seed);
 	wait_caught_up(c, "hits#%/3", 3);
@@ -561,12 +589,12 @@ static void test_rebuild_refusals(void **state)
 
 	(void)state;
 	/* Nothing installed yet. */
-	assert_int_equal(dis_projection_rebuild(conninfo, s, "hits", NULL,
-						NULL, err, sizeof(err)),
+	assert_int_equal(dis_projection_rebuild(conninfo, s, "hits", NULL, NULL,
+						err, sizeof(err)),
 			 DIS_ENOTFOUND);
 	assert_int_equal(dis_projection_install(p, st), 0);
-	assert_int_equal(dis_projection_rebuild(conninfo, s, "nope", NULL,
-						NULL, err, sizeof(err)),
+	assert_int_equal(dis_projection_rebuild(conninfo, s, "nope", NULL, NULL,
+						err, sizeof(err)),
 			 DIS_ENOTFOUND);
 	assert_non_null(strstr(err, "nope"));
 	assert_int_equal(dis_projection_rebuild(conninfo, s, "bad name", NULL,
@@ -577,8 +605,8 @@ static void test_rebuild_refusals(void **state)
 	snprintf(sql, sizeof(sql), "SELECT pg_advisory_lock(%" PRId64 ")",
 		 dis__projection_lock_key("hits"));
 	dt_exec(c, sql);
-	assert_int_equal(dis_projection_rebuild(conninfo, s, "hits", NULL,
-						NULL, err, sizeof(err)),
+	assert_int_equal(dis_projection_rebuild(conninfo, s, "hits", NULL, NULL,
+						err, sizeof(err)),
 			 DIS_ESTATE);
 	dt_exec(c, "SELECT pg_advisory_unlock_all()");
 
@@ -595,11 +623,10 @@ static void test_rebuild_refusals(void **state)
 			 0);
 
 	/* A statement that fails on some event fails the rebuild. */
-	assert_int_equal(dis_projection_new(s, "boom", &boom, err,
-					    sizeof(err)),
+	assert_int_equal(dis_projection_new(s, "boom", &boom, err, sizeof(err)),
 			 0);
-	assert_int_equal(dis_projection_set_ddl(
-				 boom, "CREATE TABLE {table} (v int)"),
+	assert_int_equal(dis_projection_set_ddl(boom,
+						"CREATE TABLE {table} (v int)"),
 			 0);
 	assert_int_equal(dis_projection_on(boom, "Boom",
 					   "INSERT INTO {table} VALUES"
@@ -612,8 +639,8 @@ static void test_rebuild_refusals(void **state)
 			 0);
 	assert_int_equal(dis_store_append(st, &ev, 1, NULL, NULL, NULL), 0);
 	dis_event_free(ev);
-	assert_int_equal(dis_projection_rebuild(conninfo, s, "boom", NULL,
-						NULL, err, sizeof(err)),
+	assert_int_equal(dis_projection_rebuild(conninfo, s, "boom", NULL, NULL,
+						err, sizeof(err)),
 			 DIS_EPG);
 	print_message("failing rebuild: %s\n", err);
 	assert_non_null(strstr(err, "division by zero"));

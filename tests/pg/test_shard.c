@@ -171,7 +171,8 @@ static void test_sql_agrees_with_memory(void **state)
 	for (int len = 0; len <= 130; len++) {
 		memset(str, 'a' + len % 26, (size_t)len);
 		str[len] = '\0';
-		snprintf(buf, sizeof(buf), "{\"key\": \"%s\", \"seq\": 0}", str);
+		snprintf(buf, sizeof(buf), "{\"key\": \"%s\", \"seq\": 0}",
+			 str);
 		append_json(st, s, "S", buf, batch, &nb);
 	}
 	for (int i = 0; i < 1500; i++) {
@@ -221,9 +222,8 @@ static void test_sql_agrees_with_memory(void **state)
 		append_json(st, s, "Other", buf, batch, &nb);
 	}
 	if (nb) {
-		assert_int_equal(dis_store_append(st, batch, nb, NULL, NULL,
-						  NULL),
-				 0);
+		assert_int_equal(
+			dis_store_append(st, batch, nb, NULL, NULL, NULL), 0);
 		for (size_t i = 0; i < nb; i++)
 			dis_event_free(batch[i]);
 	}
@@ -245,9 +245,9 @@ static void test_sql_agrees_with_memory(void **state)
 				if (n == 1000 && k > 3 && k != 999 && k % 97)
 					continue;
 				assert_int_equal(dis_query_copy(q, &sq), 0);
-				assert_int_equal(
-					dis_query_shard(sq, ids[which], n, k),
-					0);
+				assert_int_equal(dis_query_shard(sq, ids[which],
+								 n, k),
+						 0);
 				read_all(st, sq, &got);
 				/* What the SQL chose equals what memory
 				 * chooses, event by event. */
@@ -402,12 +402,12 @@ static long long count(PGconn *c, const char *sql)
 /* Whether every shard's checkpoint is past the head. */
 static bool shards_done(PGconn *c)
 {
-	return count(c, "SELECT count(*) FROM event_listener"
-			" WHERE id LIKE 'sharded#%/4'"
-			" AND (checkpoint_tx, checkpoint_id) >="
-			" (SELECT tx, event_id FROM event"
-			"  ORDER BY tx DESC, event_id DESC LIMIT 1)") ==
-	       NSHARDS;
+	return count(c,
+		     "SELECT count(*) FROM event_listener"
+		     " WHERE id LIKE 'sharded#%/4'"
+		     " AND (checkpoint_tx, checkpoint_id) >="
+		     " (SELECT tx, event_id FROM event"
+		     "  ORDER BY tx DESC, event_id DESC LIMIT 1)") == NSHARDS;
 }
 
 static void test_four_shards_two_processes(void **state)
@@ -440,18 +440,16 @@ static void test_four_shards_two_processes(void **state)
 			char key[16];
 
 			if (rnd(&seed) % 10 == 0) {
-				assert_int_equal(dis_event_new(s, "Other",
-							       &evs[i]),
-						 0);
+				assert_int_equal(
+					dis_event_new(s, "Other", &evs[i]), 0);
 				continue;
 			}
 			snprintf(key, sizeof(key), "key-%d", k);
 			assert_int_equal(dis_event_new(s, "S", &evs[i]), 0);
 			assert_int_equal(
 				dis_event_set_string(evs[i], "key", key), 0);
-			assert_int_equal(dis_event_set_long(evs[i], "seq",
-							    ++seq[k]),
-					 0);
+			assert_int_equal(
+				dis_event_set_long(evs[i], "seq", ++seq[k]), 0);
 		}
 		assert_int_equal(dis_store_append(st, evs, (size_t)n, NULL,
 						  NULL, NULL),

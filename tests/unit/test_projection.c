@@ -29,9 +29,8 @@ static int setup(void **state)
 
 	(void)state;
 	schema = dt_schema(SCHEMA);
-	assert_int_equal(dis_projection_new(schema, "items", &p, err,
-					    sizeof(err)),
-			 0);
+	assert_int_equal(
+		dis_projection_new(schema, "items", &p, err, sizeof(err)), 0);
 	return 0;
 }
 
@@ -104,9 +103,10 @@ static void errors_say_what(void **state)
 	(void)state;
 	assert_int_equal(dis_projection_on(p, "Nope", "SELECT 1"),
 			 DIS_ENOTFOUND);
-	assert_int_equal(dis_projection_on(p, "Dropped",
-					   "DELETE FROM {table} WHERE x = $qty"),
-			 DIS_EINVAL);
+	assert_int_equal(
+		dis_projection_on(p, "Dropped",
+				  "DELETE FROM {table} WHERE x = $qty"),
+		DIS_EINVAL);
 	assert_non_null(strstr(dis_projection_errmsg(p), "qty"));
 	assert_int_equal(dis_projection_on(p, "Dropped",
 					   "DELETE FROM {table} WHERE x = $1"),
@@ -119,22 +119,20 @@ static void errors_say_what(void **state)
 			 DIS_EINVAL);
 	assert_int_equal(dis_projection_on(p, "Dropped", "SELECT /* x"),
 			 DIS_EINVAL);
-	assert_int_equal(dis_projection_on(p, "Dropped",
-					   "SELECT 1; SELECT 2"),
+	assert_int_equal(dis_projection_on(p, "Dropped", "SELECT 1; SELECT 2"),
 			 DIS_EINVAL);
 	assert_non_null(strstr(dis_projection_errmsg(p), "one statement"));
 	/* A trailing semicolon and comment are fine. */
-	assert_int_equal(dis_projection_on(p, "Dropped",
-					   "SELECT $item_id; -- done"),
-			 0);
+	assert_int_equal(
+		dis_projection_on(p, "Dropped", "SELECT $item_id; -- done"), 0);
 	assert_int_equal(dis_projection_set_ddl(p, "CREATE TABLE x (a int)"),
 			 DIS_EINVAL);
 	assert_int_equal(dis_projection_set_ddl(
 				 p, "CREATE TABLE {table} (a int DEFAULT $x)"),
 			 DIS_EINVAL);
-	assert_int_equal(dis_projection_set_ddl(
-				 p, "CREATE TABLE {table} (a int);"
-				    " CREATE INDEX ON {table} (a)"),
+	assert_int_equal(dis_projection_set_ddl(p,
+						"CREATE TABLE {table} (a int);"
+						" CREATE INDEX ON {table} (a)"),
 			 0);
 	assert_int_equal(dis_projection_on(NULL, "Dropped", "x"), DIS_EINVAL);
 	assert_int_equal(dis_projection_install(p, NULL), DIS_EINVAL);
@@ -157,9 +155,8 @@ static void names_are_checked(void **state)
 					    sizeof(err)),
 			 DIS_EINVAL);
 	long_name[DIS_PROJECTION_NAME_MAX] = '\0';
-	assert_int_equal(dis_projection_new(schema, long_name, &q, err,
-					    sizeof(err)),
-			 0);
+	assert_int_equal(
+		dis_projection_new(schema, long_name, &q, err, sizeof(err)), 0);
 	dis_projection_free(q);
 	dis_projection_free(NULL);
 }
@@ -177,13 +174,11 @@ static void json_round_trip(void **state)
 					   "INSERT INTO {table} VALUES "
 					   "($item_id, $qty)"),
 			 0);
-	assert_int_equal(dis_projection_on(p, "Tick",
-					   "UPDATE {table} SET n = $n"),
-			 0);
+	assert_int_equal(
+		dis_projection_on(p, "Tick", "UPDATE {table} SET n = $n"), 0);
 	assert_int_equal(dis_projection_to_json(p, &a), 0);
-	assert_int_equal(dis_projection_from_json(schema, a, &q, err,
-						  sizeof(err)),
-			 0);
+	assert_int_equal(
+		dis_projection_from_json(schema, a, &q, err, sizeof(err)), 0);
 	assert_int_equal(dis_projection_to_json(q, &b), 0);
 	assert_string_equal(a, b);
 	assert_string_equal(dis_projection_name(q), "items");
@@ -276,11 +271,11 @@ static void shards_partition_in_memory(void **state)
 
 		snprintf(json, sizeof(json), "{\"item_id\": \"item %d\"}",
 			 i / 2);
-		assert_int_equal(dis_event_from_json(schema,
-						     i % 3 ? "Dropped" : "Tick",
-						     i % 3 ? json : "{\"n\": 1}",
-						     &ev, NULL, 0),
-				 0);
+		assert_int_equal(
+			dis_event_from_json(schema, i % 3 ? "Dropped" : "Tick",
+					    i % 3 ? json : "{\"n\": 1}", &ev,
+					    NULL, 0),
+			0);
 		for (int k = 0; k < N; k++)
 			if (dis_query_matches(q[k], ev)) {
 				hits++;

@@ -1,0 +1,799 @@
+/*
+ * Appends and decisions against raw PostgreSQL, in one database, the same
+ * table, row shape and indexes (not pass/fail):
+ *
+ *   raw      single-row INSERT (prepared) of the same payload, one commit
+ *            each: the baseline;
+ *   append   dis_store_append of one event, validation query on a
+ *            boundary no other connection touches;
+ *   decide   dis_maker_make of a deposit: load the account's balance,
+ *            process, append under the check (disjoint accounts);
+ *            at 1, 4 and 16 connections. The three kinds run in short
+ *            slices, interleaved and rotated over several rounds, so that
+ *            the machine's load drifts hit each kind alike;
+ *   hot      16 connections on 10 accounts (deposits and withdrawals):
+ *            decisions/s, conflict rate, retries per decision;
+ *   async    dis_async with 64 decisions in flight (disjoint accounts),
+ *            against the synchronous 16-connection figure;
+ *   cost     one connection, one operation at a time: CPU per operation
+ *            of this process and of its server backend (from
+ *            /proc/.../schedstat, immune to waiting), and the backend's
+ *            wake-ups per operation.
+ *
+ *   bench-decision [--slice S] [--rounds R] [--only NAME[,NAME]]
+ *
+ * Prints a table and one `bench=NAME value=V unit=U baseline=B ratio=R`
+ * line per figure.
+ */
+#include "testutil.h"
+
+#include <disintegrate/async.h>
+#include <event2/event.h>
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *const SCHEMA =
+	"[{\"type\":\"record\",\"name\":\"Deposited\","
+	"  \"disintegrate.streams\":[\"Account\"],\"fields\":["
+	" {\"name\":\"account_id\",\"type\":\"string\",\"disintegrate.id\":true},"
+	" {\"name\":\"amount\",\"type\":\"long\"}]},"
+	" {\"type\":\"record\",\"name\":\"Withdrawn\","
+	"  \"disintegrate.streams\":[\"Account\"],\"fields\":["
+	" {\"name\":\"account_id\",\"type\":\"string\",\"disintegrate.id\":true},"
+	" {\"name\":\"amount\",\"type\":\"long\"}]}]";
+
+#define MAXCONN 64
+#define ACCOUNTS_PER_THREAD 16
+
+static char *conninfo;
+static dis_schema *schema;
+static char *payload; /* one encoded Deposited event, as stored */
+static int payload_len;
+static atomic_int run_seq;
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void line(const char *name, double value, const char *unit,
+		 double baseline)
+{
+	printf("bench=%s value=%.3f unit=%s baseline=%.3f ratio=%.3f\n", name,
+	       value, unit, baseline, baseline > 0 ? value / baseline : 0);
+	fflush(stdout);
+}
+
+static void die(const char *what, const char *msg)
+{
+	fprintf(stderr, "bench-decision: %s: %s\n", what, msg);
+	exit(1);
+}
+
+/* ---- the account domain ---- */
+
+struct balance {
+	const char *id;
+	int64_t amount;
+};
+
+static int balance_query(const void *state, dis_query *q)
+{
+	const struct balance *b = state;
+	dis_filter *f;
+	int rc = dis_query_add_filter(q, &f);
+
+	if (!rc)
+		rc = dis_filter_stream(f, "Account");
+	if (!rc)
+		rc = dis_filter_where_string(f, "account_id", b->id);
+	return rc;
+}
+
+static int balance_mutate(void *state, const dis_event *ev)
+{
+	struct balance *b = state;
+	int64_t amount = 0;
+
+	dis_event_get_long(ev, "amount", &amount);
+	b->amount += dis_event_type(ev)[0] == 'D' ? amount : -amount;
+	return 0;
+}
+
+static const dis_state_def balance_def = {
+	.name = "Balance",
+	.size = sizeof(struct balance),
+	.query = balance_query,
+	.mutate = balance_mutate,
+};
+
+struct move {
+	int64_t amount; /* > 0 deposit, < 0 withdrawal */
+};
+
+static int move_process(dis_ctx *ctx, const void *const *states,
+			const void *params)
+{
+	const struct balance *b = states[0];
+	const struct move *m = params;
+	dis_event *ev;
+	int rc;
+
+	if (m->amount < 0 && b->amount + m->amount < 0)
+		return dis_ctx_fail(ctx, 1, "insufficient funds");
+	rc = dis_ctx_emit(ctx, m->amount < 0 ? "Withdrawn" : "Deposited", &ev);
+	if (!rc)
+		rc = dis_event_set_string(ev, "account_id", b->id);
+	if (!rc)
+		rc = dis_event_set_long(ev, "amount",
+					m->amount < 0 ? -m->amount : m->amount);
+	return rc;
+}
+
+/* A decision moving `amount` on account `id` (copied into the decision). */
+static dis_decision *new_move(const char *id, int64_t amount)
+{
+	struct move m = {amount};
+	struct balance init = {0};
+	dis_decision *d;
+
+	if (dis_decision_new(schema, "Move", move_process, &m, sizeof(m), &d))
+		die("decision", "out of memory");
+	init.id = dis_decision_strdup(d, id);
+	if (!init.id || dis_decision_add_state(d, &balance_def, &init))
+		die("decision", dis_decision_errmsg(d));
+	return d;
+}
+
+/* ---- synchronous workers ---- */
+
+enum kind { RAW, APPEND, DECIDE, HOT, NKINDS };
+static const char *const KIND_NAMES[] = {"raw", "append", "decide", "hot"};
+
+typedef struct worker {
+	enum kind kind;
+	int thread;
+	int run;
+	PGconn *raw;
+	dis_store *store;
+	dis_maker *maker;
+	pthread_t th;
+	double start; /* shared start time */
+	double until;
+	long done;
+	long conflicts;     /* appends refused, or the maker's conflicts */
+	long retries;
+	long gave_up;
+	long domain;
+	char error[512];
+} worker;
+
+static void worker_open(worker *w)
+{
+	if (w->kind == RAW) {
+		PGresult *r;
+
+		w->raw = PQconnectdb(conninfo);
+		if (PQstatus(w->raw) != CONNECTION_OK)
+			die("connect", PQerrorMessage(w->raw));
+		r = PQprepare(w->raw, "raw",
+			      "INSERT INTO event (event_type, payload, "
+			      "account_id) VALUES ($1, $2, $3)",
+			      3, NULL);
+		if (PQresultStatus(r) != PGRES_COMMAND_OK)
+			die("prepare", PQresultErrorMessage(r));
+		PQclear(r);
+		return;
+	}
+	if (dis_store_open(conninfo, schema, &w->store, w->error,
+			   sizeof(w->error)))
+		die("connect", w->error);
+	if (w->kind == DECIDE || w->kind == HOT) {
+		if (dis_maker_new(w->store, &w->maker))
+			die("maker", "out of memory");
+	}
+}
+
+static void worker_close(worker *w)
+{
+	dis_maker_free(w->maker);
+	dis_store_free(w->store);
+	if (w->raw)
+		PQfinish(w->raw);
+	w->maker = NULL;
+	w->store = NULL;
+	w->raw = NULL;
+}
+
+static int op_raw(worker *w, const char *acct)
+{
+	const char *vals[3] = {"Deposited", payload, acct};
+	int lens[3] = {0, payload_len, 0};
+	int fmts[3] = {0, 1, 0};
+	PGresult *r = PQexecPrepared(w->raw, "raw", 3, vals, lens, fmts, 0);
+	int rc = 0;
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		snprintf(w->error, sizeof(w->error), "%s",
+			 PQresultErrorMessage(r));
+		rc = -1;
+	}
+	PQclear(r);
+	return rc;
+}
+
+static int op_append(worker *w, const char *acct)
+{
+	dis_query *q;
+	dis_filter *f;
+	dis_event *ev;
+	int rc;
+
+	dis_query_new(schema, &q);
+	dis_query_add_filter(q, &f);
+	dis_filter_stream(f, "Account");
+	dis_filter_where_string(f, "account_id", acct);
+	dis_event_new(schema, "Deposited", &ev);
+	dis_event_set_string(ev, "account_id", acct);
+	dis_event_set_long(ev, "amount", 10);
+	rc = dis_store_append(w->store, &ev, 1, q, NULL, NULL);
+	dis_event_free(ev);
+	dis_query_free(q);
+	if (rc == DIS_ECONFLICT) {
+		w->conflicts++;
+		return 0;
+	}
+	if (rc)
+		snprintf(w->error, sizeof(w->error), "%s",
+			 dis_store_errmsg(w->store));
+	return rc;
+}
+
+static int op_decide(worker *w, const char *acct, int64_t amount)
+{
+	dis_decision *d = new_move(acct, amount);
+	int rc = dis_maker_make(w->maker, d);
+
+	if (rc == DIS_EDOMAIN) {
+		w->domain++;
+		rc = 0;
+	} else if (rc == DIS_ECONFLICT) {
+		rc = 0; /* counted by the maker's stats */
+	} else if (rc) {
+		snprintf(w->error, sizeof(w->error), "%s",
+			 dis_decision_errmsg(d));
+	}
+	dis_decision_free(d);
+	return rc;
+}
+
+static void *worker_main(void *arg)
+{
+	worker *w = arg;
+	uint64_t rng = (uint64_t)w->thread * 0x9E3779B97F4A7C15ULL + 1;
+	char acct[64];
+
+	while (now_s() < w->start)
+		usleep(200);
+	while (now_s() < w->until) {
+		int rc;
+
+		switch (w->kind) {
+		case RAW:
+			snprintf(acct, sizeof(acct), "r%d-%d-%ld", w->run,
+				 w->thread, w->done);
+			rc = op_raw(w, acct);
+			break;
+		case APPEND:
+			snprintf(acct, sizeof(acct), "a%d-%d-%ld", w->run,
+				 w->thread, w->done);
+			rc = op_append(w, acct);
+			break;
+		case DECIDE:
+			snprintf(acct, sizeof(acct), "d%d-%d-%ld", w->run,
+				 w->thread, w->done % ACCOUNTS_PER_THREAD);
+			rc = op_decide(w, acct, 10);
+			break;
+		default:
+			rng ^= rng << 13;
+			rng ^= rng >> 7;
+			rng ^= rng << 17;
+			snprintf(acct, sizeof(acct), "hot%d-%d", w->run,
+				 (int)(rng % 10));
+			rc = op_decide(w, acct, (rng >> 8) % 2 ? 10 : -5);
+			break;
+		}
+		if (rc)
+			break;
+		w->done++;
+	}
+	if (w->maker) {
+		dis_maker_stats st;
+
+		dis_maker_get_stats(w->maker, &st);
+		w->conflicts = (long)st.conflicts;
+		w->retries = (long)st.retries;
+		w->gave_up = (long)st.gave_up;
+	}
+	return NULL;
+}
+
+typedef struct result {
+	double ops;
+	double seconds;
+	long conflicts;
+	long retries;
+	long gave_up;
+	long domain;
+} result;
+
+/* One slice: `conns` connections of `kind` for `seconds`. */
+static void slice(enum kind kind, int conns, double seconds, result *res)
+{
+	worker w[MAXCONN];
+	double start;
+	int run = atomic_fetch_add(&run_seq, 1);
+
+	memset(w, 0, sizeof(w));
+	for (int i = 0; i < conns; i++) {
+		w[i].kind = kind;
+		w[i].thread = i;
+		w[i].run = run;
+		worker_open(&w[i]);
+	}
+	start = now_s() + 0.05;
+	for (int i = 0; i < conns; i++) {
+		w[i].start = start;
+		w[i].until = start + seconds;
+		pthread_create(&w[i].th, NULL, worker_main, &w[i]);
+	}
+	for (int i = 0; i < conns; i++) {
+		pthread_join(w[i].th, NULL);
+		if (w[i].error[0])
+			die(KIND_NAMES[kind], w[i].error);
+	}
+	/* The slice lasts until its slowest worker's last operation. */
+	res->seconds += now_s() - start;
+	for (int i = 0; i < conns; i++) {
+		res->ops += (double)w[i].done;
+		res->conflicts += w[i].conflicts;
+		res->retries += w[i].retries;
+		res->gave_up += w[i].gave_up;
+		res->domain += w[i].domain;
+		worker_close(&w[i]);
+	}
+}
+
+static double rate(const result *r)
+{
+	return r->seconds > 0 ? r->ops / r->seconds : 0;
+}
+
+/* ---- asynchronous ---- */
+
+typedef struct async_run {
+	dis_async *a;
+	struct event_base *base;
+	int run;
+	long next;
+	long ok;
+	long conflicts;
+	long domain;
+	long errors;
+	bool stop;
+	char error[512];
+	int inflight;
+} async_run;
+
+typedef struct async_slot {
+	async_run *r;
+	int idx;
+	long n;
+} async_slot;
+
+static void async_submit(async_slot *s);
+
+static void async_done(void *arg, dis_decision *d, int rc)
+{
+	async_slot *s = arg;
+	async_run *r = s->r;
+
+	if (rc == 0)
+		r->ok++;
+	else if (rc == DIS_ECONFLICT)
+		r->conflicts++;
+	else if (rc == DIS_EDOMAIN)
+		r->domain++;
+	else if (rc != DIS_ECANCELED) {
+		r->errors++;
+		snprintf(r->error, sizeof(r->error), "%s",
+			 dis_decision_errmsg(d));
+	}
+	dis_decision_free(d);
+	r->inflight--;
+	if (!r->stop && rc != DIS_ECANCELED)
+		async_submit(s);
+}
+
+static void async_submit(async_slot *s)
+{
+	async_run *r = s->r;
+	char acct[64];
+	dis_decision *d;
+
+	snprintf(acct, sizeof(acct), "y%d-%d-%ld", r->run, s->idx,
+		 s->n++ % ACCOUNTS_PER_THREAD);
+	d = new_move(acct, 10);
+	if (dis_async_submit(r->a, d, async_done, s)) {
+		dis_decision_free(d);
+		return;
+	}
+	r->inflight++;
+}
+
+static void on_async_stop(evutil_socket_t fd, short what, void *arg)
+{
+	async_run *r = arg;
+
+	(void)fd;
+	(void)what;
+	r->stop = true;
+	event_base_loopbreak(r->base);
+}
+
+/* `inflight` decisions kept in flight for `seconds`. */
+static double run_async(int inflight, unsigned conns, double seconds,
+			dis_async_stats *stats)
+{
+	async_run r = {0};
+	async_slot *slots = calloc((size_t)inflight, sizeof(*slots));
+	dis_async_options o;
+	char err[256];
+	struct event *stop;
+	struct timeval tv = {(time_t)seconds,
+			     (suseconds_t)((seconds - (double)(time_t)seconds) *
+					   1e6)};
+	double t0, el;
+
+	r.base = event_base_new();
+	r.run = atomic_fetch_add(&run_seq, 1);
+	dis_async_options_init(&o);
+	o.connections = conns;
+	if (dis_async_new(r.base, conninfo, schema, &o, &r.a, err,
+			  sizeof(err)))
+		die("dis_async_new", err);
+	/* Warm up: connected and statements prepared. */
+	for (int i = 0; i < inflight; i++) {
+		slots[i] = (async_slot){&r, i, 0};
+		async_submit(&slots[i]);
+	}
+	r.stop = true;
+	while (r.inflight > 0)
+		event_base_loop(r.base, EVLOOP_ONCE);
+	r.stop = false;
+	r.ok = r.conflicts = r.domain = r.errors = 0;
+	dis_async_get_stats(r.a, stats);
+	{
+		dis_async_stats z = *stats;
+
+		memset(stats, 0, sizeof(*stats));
+		stop = evtimer_new(r.base, on_async_stop, &r);
+		evtimer_add(stop, &tv);
+		t0 = now_s();
+		for (int i = 0; i < inflight; i++)
+			async_submit(&slots[i]);
+		event_base_dispatch(r.base);
+		el = now_s() - t0;
+		/* Drain what is in flight; it is not counted. */
+		{
+			long counted = r.ok;
+
+			while (r.inflight > 0)
+				event_base_loop(r.base, EVLOOP_ONCE);
+			r.ok = counted;
+		}
+		dis_async_get_stats(r.a, stats);
+		stats->submitted -= z.submitted;
+		stats->succeeded -= z.succeeded;
+		stats->pipelines -= z.pipelines;
+		stats->transactions -= z.transactions;
+		stats->appends -= z.appends;
+		stats->conflicts -= z.conflicts;
+		stats->held_back -= z.held_back;
+		stats->split -= z.split;
+	}
+	if (r.errors)
+		die("async", r.error);
+	event_free(stop);
+	dis_async_free(r.a);
+	event_base_free(r.base);
+	free(slots);
+	if (r.conflicts)
+		fprintf(stderr, "async: %ld conflicts on disjoint accounts\n",
+			r.conflicts);
+	return (double)r.ok / el;
+}
+
+/* ---- CPU per operation ---- */
+
+/* CPU ns, run-queue wait ns and timeslices of a task (schedstat). */
+static int schedstat(const char *path, uint64_t v[3])
+{
+	FILE *f = fopen(path, "r");
+	int n;
+
+	if (!f)
+		return -1;
+	n = fscanf(f, "%" SCNu64 " %" SCNu64 " %" SCNu64, &v[0], &v[1], &v[2]);
+	fclose(f);
+	return n == 3 ? 0 : -1;
+}
+
+/* Profiling aid: only this kind (0 raw, 1 append, 2 decide), announced
+ * with its server backend's pid a second before it starts. */
+static int cost_only = -1;
+
+static void cost(int n)
+{
+	const char *names[3] = {"raw INSERT", "checked append", "decision"};
+	enum kind kinds[3] = {RAW, APPEND, DECIDE};
+	char self[64];
+
+	snprintf(self, sizeof(self), "/proc/self/task/%ld/schedstat",
+		 (long)syscall(SYS_gettid));
+	printf("\ncost per operation, 1 connection, %d operations each "
+	       "(CPU from /proc/*/schedstat):\n",
+	       n);
+	printf("  %-16s %10s %12s %12s %14s\n", "", "wall us", "client us",
+	       "server us", "server wakeups");
+	for (int k = 0; k < 3; k++) {
+		worker w = {0};
+		char server[64];
+
+		if (cost_only >= 0 && cost_only != k)
+			continue;
+		uint64_t c0[3], c1[3], s0[3], s1[3];
+		double t0, t1;
+		int pid;
+		char name[64];
+
+		w.kind = kinds[k];
+		w.run = atomic_fetch_add(&run_seq, 1);
+		worker_open(&w);
+		pid = PQbackendPID(w.raw ? w.raw : dis_store_conn(w.store));
+		snprintf(server, sizeof(server), "/proc/%d/schedstat", pid);
+		/* Warm: statements prepared, plans cached. */
+		for (int i = 0; i < 20; i++) {
+			char acct[64];
+
+			snprintf(acct, sizeof(acct), "w%d-%d", w.run, i);
+			if (k == 0)
+				op_raw(&w, acct);
+			else if (k == 1)
+				op_append(&w, acct);
+			else
+				op_decide(&w, acct, 10);
+		}
+		if (cost_only >= 0) {
+			fprintf(stderr, "backend pid %d\n", pid);
+			sleep(1);
+		}
+		if (schedstat(self, c0) || schedstat(server, s0)) {
+			printf("  (no schedstat: skipped)\n");
+			worker_close(&w);
+			return;
+		}
+		t0 = now_s();
+		for (int i = 0; i < n; i++) {
+			char acct[64];
+
+			snprintf(acct, sizeof(acct), "c%d-%d", w.run,
+				 k == 2 ? i % ACCOUNTS_PER_THREAD : i);
+			if ((k == 0 && op_raw(&w, acct)) ||
+			    (k == 1 && op_append(&w, acct)) ||
+			    (k == 2 && op_decide(&w, acct, 10)))
+				die("cost", w.error);
+		}
+		t1 = now_s();
+		schedstat(self, c1);
+		schedstat(server, s1);
+		printf("  %-16s %10.0f %12.1f %12.1f %14.2f\n", names[k],
+		       (t1 - t0) * 1e6 / n, (double)(c1[0] - c0[0]) / 1e3 / n,
+		       (double)(s1[0] - s0[0]) / 1e3 / n,
+		       (double)(s1[2] - s0[2]) / n);
+		snprintf(name, sizeof(name), "cpu_%s_client",
+			 KIND_NAMES[kinds[k]]);
+		line(name, (double)(c1[0] - c0[0]) / 1e3 / n, "us/op", 0);
+		snprintf(name, sizeof(name), "cpu_%s_server",
+			 KIND_NAMES[kinds[k]]);
+		line(name, (double)(s1[0] - s0[0]) / 1e3 / n, "us/op", 0);
+		worker_close(&w);
+	}
+}
+
+/* ---- main ---- */
+
+static bool wanted(const char *only, const char *name)
+{
+	const char *p;
+	size_t n = strlen(name);
+
+	if (!only)
+		return true;
+	for (p = only; (p = strstr(p, name)) != NULL; p += n)
+		if ((p == only || p[-1] == ',') && (p[n] == ',' || !p[n]))
+			return true;
+	return false;
+}
+
+static void setup(void)
+{
+	dis_store *st;
+	dis_event *ev;
+	PGconn *c;
+	PGresult *r;
+
+	conninfo = dt_fresh_db();
+	schema = dt_schema(SCHEMA);
+	st = dt_store(conninfo, schema);
+	dis_event_new(schema, "Deposited", &ev);
+	dis_event_set_string(ev, "account_id", "seed");
+	dis_event_set_long(ev, "amount", 10);
+	if (dis_store_append(st, &ev, 1, NULL, NULL, NULL))
+		die("seed", dis_store_errmsg(st));
+	dis_event_free(ev);
+	c = dis_store_conn(st);
+	r = PQexecParams(c, "SELECT payload FROM event LIMIT 1", 0, NULL, NULL,
+			 NULL, NULL, 1);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+		die("seed", PQresultErrorMessage(r));
+	payload_len = PQgetlength(r, 0, 0);
+	payload = malloc((size_t)payload_len);
+	memcpy(payload, PQgetvalue(r, 0, 0), (size_t)payload_len);
+	PQclear(r);
+	dis_store_free(st);
+}
+
+int main(int argc, char **argv)
+{
+	double sl = 1.5;
+	int rounds = 3;
+	const char *only = NULL;
+	int cost_n = 300;
+	const int conns[3] = {1, 4, 16};
+	result res[3][3];
+	double sync16 = 0, raw16 = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--slice") && i + 1 < argc)
+			sl = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+			rounds = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+			only = argv[++i];
+		else if (!strcmp(argv[i], "--cost") && i + 2 < argc) {
+			cost_only = atoi(argv[++i]);
+			cost_n = atoi(argv[++i]);
+		}
+		else {
+			fprintf(stderr,
+				"usage: bench-decision [--slice S] [--rounds "
+				"R] [--only append,hot,async,cost]\n");
+			return 2;
+		}
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	dt_require_pg();
+	setup();
+	memset(res, 0, sizeof(res));
+
+	if (wanted(only, "append")) {
+		printf("appends and decisions: %d rounds of %.1f s slices, "
+		       "raw / append / decide interleaved\n",
+		       rounds, sl);
+		printf("  %-6s %12s %12s %7s %12s %7s %10s\n", "conns",
+		       "raw INSERT/s", "appends/s", "ratio", "decisions/s",
+		       "ratio", "conflicts");
+		for (int c = 0; c < 3; c++) {
+			char name[64];
+			double raw, app, dec;
+			long spurious;
+
+			for (int round = 0; round < rounds; round++)
+				for (int k = 0; k < 3; k++) {
+					int kind = (k + round) % 3;
+
+					slice((enum kind)kind, conns[c], sl,
+					      &res[c][kind]);
+				}
+			raw = rate(&res[c][RAW]);
+			app = rate(&res[c][APPEND]);
+			dec = rate(&res[c][DECIDE]);
+			spurious = res[c][APPEND].conflicts +
+				   res[c][DECIDE].conflicts;
+			printf("  %-6d %12.0f %12.0f %6.0f%% %12.0f %6.0f%% "
+			       "%10ld\n",
+			       conns[c], raw, app, 100 * app / raw, dec,
+			       100 * dec / raw, spurious);
+			snprintf(name, sizeof(name), "raw_insert_%dc",
+				 conns[c]);
+			line(name, raw, "commits/s", raw);
+			snprintf(name, sizeof(name), "append_checked_%dc",
+				 conns[c]);
+			line(name, app, "appends/s", raw);
+			snprintf(name, sizeof(name), "decision_sync_%dc",
+				 conns[c]);
+			line(name, dec, "decisions/s", raw);
+			snprintf(name, sizeof(name), "spurious_conflicts_%dc",
+				 conns[c]);
+			line(name, (double)spurious, "count", 0);
+			if (conns[c] == 16) {
+				sync16 = dec;
+				raw16 = raw;
+			}
+		}
+	}
+
+	if (wanted(only, "hot")) {
+		result hot = {0};
+		double attempts;
+
+		slice(HOT, 16, 3 * sl, &hot);
+		attempts = hot.ops + (double)hot.retries;
+		printf("\nhot contention: 16 connections on 10 accounts, "
+		       "%.1f s\n",
+		       3 * sl);
+		printf("  %.0f decisions/s, %.1f%% of attempts conflicted, "
+		       "%.3f retries per decision, %ld gave up, %ld refused "
+		       "(funds)\n",
+		       rate(&hot), attempts > 0 ? 100 * hot.conflicts / attempts
+						: 0,
+		       hot.ops > 0 ? (double)hot.retries / hot.ops : 0,
+		       hot.gave_up, hot.domain);
+		line("hot_decisions_16c", rate(&hot), "decisions/s", raw16);
+		line("hot_conflict_rate",
+		     attempts > 0 ? hot.conflicts / attempts : 0, "fraction",
+		     0);
+		line("hot_retries_per_decision",
+		     hot.ops > 0 ? (double)hot.retries / hot.ops : 0, "count",
+		     0);
+		line("hot_gave_up", (double)hot.gave_up, "count", 0);
+	}
+
+	if (wanted(only, "async")) {
+		dis_async_stats st;
+		double ar = run_async(64, 2, 3 * sl, &st);
+
+		printf("\nasync: 64 decisions in flight, 2 connections, %.1f "
+		       "s\n",
+		       3 * sl);
+		printf("  %.0f decisions/s (%.1f decisions per transaction, "
+		       "%" PRIu64 " round trips, %" PRIu64
+		       " held back for overlap)\n",
+		       ar,
+		       st.transactions ? (double)st.appends /
+						 (double)st.transactions
+				       : 0,
+		       st.pipelines, st.held_back);
+		line("decision_async_64", ar, "decisions/s", sync16);
+	}
+
+	if (wanted(only, "cost"))
+		cost(cost_n);
+
+	dis_schema_free(schema);
+	free(payload);
+	free(conninfo);
+	return 0;
+}
