@@ -221,15 +221,62 @@ typedef struct dis__append {
 
 /*
  * Takes the keys in array order (a function scan of unnest yields its
- * rows in order, each evaluated before the next): plain SQL, about 20 us
- * of server time cheaper per append than the plpgsql dis_lock_keys(),
- * which stays for older clients.
+ * rows in order, each evaluated before the next), in plain SQL: about
+ * 20 us of server time cheaper per append than the plpgsql
+ * dis_lock_keys(), which stays for older clients.
  */
-#define DIS__LOCK_SQL                                                     \
-	"SELECT CASE WHEN u.e THEN pg_advisory_xact_lock(u.k) ELSE "      \
-	"pg_advisory_xact_lock_shared(u.k) END FROM unnest($1::int8[], " \
-	"$2::bool[]) AS u(k, e)"
+#define DIS__LOCK_KEYS_SQL                                                \
+	"SELECT count(CASE WHEN u.e THEN pg_advisory_xact_lock(u.k)::text " \
+	"ELSE pg_advisory_xact_lock_shared(u.k)::text END) FROM "          \
+	"unnest($1::int8[], $2::bool[]) AS u(k, e)"
+#define DIS__LOCK_SQL DIS__LOCK_KEYS_SQL
 #define DIS__NOTIFY_SQL "SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1)"
+/*
+ * Notifications of appends that commit in a transaction of their own.
+ *
+ * Listeners need, after each append's commit, some notification with its
+ * payload that commits later. PostgreSQL serialises notifying commits on
+ * one cluster-wide lock: with 16 appending connections they queued on it.
+ * So notifiers with the same payload coalesce through a token, a session
+ * advisory lock on a key derived from the payload (dis__notify_token):
+ *
+ *  - the append's lock statement, once the boundary locks are held, tries
+ *    to take the token ($3) and records whether it did in the setting
+ *    dis.notify_token: a holder keeps it across its insert and commit;
+ *  - after the commit, the notification statement notifies when this
+ *    session holds the token or can take it now, and releases it before
+ *    its own commit; otherwise another session holds the token, and that
+ *    one's notification commits later than this append: it is skipped;
+ *  - a holder always notifies before it releases, also when its append
+ *    found a conflict or failed (DIS__NOTIFY_RECOVER_SQL).
+ *
+ * The token is a session lock, released before the notification commits:
+ * a transaction lock would be released after the commit is visible, and
+ * a notification seen before the skipped append committed would not cover
+ * it. Appends inside a caller's transaction notify plainly
+ * (DIS__NOTIFY_SQL), and never take the token.
+ */
+#define DIS__LOCK_TOKEN_SQL                                               \
+	"SELECT set_config('dis.notify_token', "                           \
+	"pg_try_advisory_lock($3::int8)::text, false) FROM (" DIS__LOCK_KEYS_SQL \
+	") AS l"
+#define DIS__NOTIFY_OWN_SQL                                               \
+	"SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1), "                 \
+	"pg_advisory_unlock($2::int8), set_config('dis.notify_token', "    \
+	"'false', false) FROM (SELECT CASE WHEN "                           \
+	"current_setting('dis.notify_token', true) = 'true' THEN true "     \
+	"ELSE pg_try_advisory_lock($2::int8) END AS got OFFSET 0) AS t "    \
+	"WHERE t.got"
+/* After a failure: notify and release, if the token is held. */
+#define DIS__NOTIFY_RECOVER_SQL                                           \
+	"SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1), "                 \
+	"pg_advisory_unlock($2::int8), set_config('dis.notify_token', "    \
+	"'false', false) FROM pg_locks WHERE locktype = 'advisory' AND "   \
+	"pid = pg_backend_pid() AND objsubid = 1 AND mode = "               \
+	"'ExclusiveLock' AND ((classid::int8 << 32) | objid::int8) = "     \
+	"$2::int8"
+/* The token key of a notification payload, as text for $2. */
+void dis__notify_token(const char *payload, char out[24]);
 
 /*
  * Builds the append of `n` events (encoded now) under `validation` (may

@@ -84,6 +84,7 @@ struct dis_store {
 	size_t nstmts;
 	char *evicted[STMT_CACHE]; /* names to DEALLOCATE next time */
 	size_t nevicted;
+	bool trailer_failed; /* the last pipeline's trailer failed */
 };
 
 struct dis_version {
@@ -385,6 +386,7 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 				  : 0;
 
 	*stale = false;
+	s->trailer_failed = false;
 	joined = joined && trailer;
 	if (n > 8)
 		return dis__store_fail(s, DIS_EINVAL, "pipeline too long");
@@ -433,6 +435,7 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 	if (trailer) {
 		read_stmt(s, tcache, tprepared, NULL, &tps);
 		read_sync(s);
+		s->trailer_failed = tps.err != NULL;
 		if (tps.err && s->log) {
 			char msg[DIS_ERRMSG_LEN];
 
@@ -1389,6 +1392,15 @@ int dis__lock_params(const dis__lock *locks, size_t n, dis__buf *keys,
 	return keys->oom || excl->oom ? DIS_ENOMEM : 0;
 }
 
+void dis__notify_token(const char *payload, char out[24])
+{
+	static const char seed[] = "disintegrate notify token";
+	int64_t k = (int64_t)dis__hash64(payload, strlen(payload),
+					 dis__hash64(seed, sizeof(seed), 0));
+
+	snprintf(out, 24, "%" PRId64, k);
+}
+
 /* The comma-separated distinct types of the batch, or "" when too long. */
 static char *notify_payload(dis_event *const *events, size_t n)
 {
@@ -1718,6 +1730,26 @@ int dis__append_result(dis_store *s, const PGresult *res, const dis__append *a,
 	return 0;
 }
 
+/*
+ * After a failed append or notification: if this session holds the
+ * notification token, others skipped their notifications on its word:
+ * notify, and release it.
+ */
+static void notify_recover(dis_store *s, const char *payload,
+			   const char *token)
+{
+	const char *vals[2] = {payload, token};
+	int was;
+
+	if (PQstatus(s->conn) != CONNECTION_OK ||
+	    PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+		return;
+	was = blocking_begin(s);
+	PQclear(PQexecParams(s->conn, DIS__NOTIFY_RECOVER_SQL, 2, NULL, vals,
+			     NULL, NULL, 0));
+	blocking_end(s, was);
+}
+
 int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 		     const dis_query *validation, const dis_version *version,
 		     int64_t *ids_out)
@@ -1749,7 +1781,12 @@ int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 		const char *lock_vals[2] = {(const char *)keys.data,
 					    (const char *)excl.data};
 		int lock_lens[2] = {(int)keys.len, (int)excl.len};
-		const char *nvals[1] = {a.notify};
+		char token[24];
+		const char *nvals[2] = {a.notify, token};
+		const char *tok_vals[3] = {(const char *)keys.data,
+					   (const char *)excl.data, token};
+		int tok_lens[3] = {(int)keys.len, (int)excl.len, 0};
+		static const int tok_fmts[3] = {1, 1, 0};
 		pstmt st[3] = {
 			{DIS__LOCK_SQL, 2, lock_vals, lock_lens, bin2, 0},
 			{dis__buf_cstr(&a.insert.text), a.insert.nparams,
@@ -1757,8 +1794,13 @@ int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 			 a.formats, 1},
 			{DIS__NOTIFY_SQL, 1, nvals, NULL, NULL, 0},
 		};
+		pstmt own = {DIS__NOTIFY_OWN_SQL, 2, nvals, NULL, NULL, 0};
 
-		pstmt block[4] = {{"BEGIN", 0, NULL, NULL, NULL, 0}, st[0],
+		dis__notify_token(a.notify, token);
+
+		pstmt block[4] = {{"BEGIN", 0, NULL, NULL, NULL, 0},
+				  {DIS__LOCK_TOKEN_SQL, 3, tok_vals, tok_lens,
+				   tok_fmts, 0},
 				  st[1], {"COMMIT", 0, NULL, NULL, NULL, 0}};
 
 		/*
@@ -1775,9 +1817,11 @@ int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 		 * Inside the caller's transaction it joins that transaction.
 		 */
 		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE) {
-			rc = pipeline(s, "appending events", block, 4, &st[2],
+			rc = pipeline(s, "appending events", block, 4, &own,
 				      true, results);
 			ins = 2;
+			if (rc || s->trailer_failed)
+				notify_recover(s, a.notify, token);
 		} else {
 			rc = pipeline(s, "appending events", st, 3, NULL,
 				      false, results);

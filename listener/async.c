@@ -720,6 +720,8 @@ again:
 	}
 
 	if (c->apps.n) {
+		/* A plain notification, every time: the runtime never takes
+		 * the store's notification token, so no one waits on it. */
 		nvals[0] = any_type ? "" : dis__buf_cstr(&a->notify);
 		add_exec(c, DIS__NOTIFY_SQL, 1, nvals, NULL, NULL, 0, K_NOTIFY,
 			 NULL);
@@ -1054,9 +1056,11 @@ static void pipeline_done(conn *c)
 		const PGresult *r = dis__pq_result(c->pq, i);
 		const char *state;
 
-		if (c->slots[i].kind == K_NOTIFY && !result_ok(r))
+		if (c->slots[i].kind == K_NOTIFY && !result_ok(r) && r &&
+		    PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
 			alog(a, DIS_LOG_WARN, "notification not sent: %s",
 			     result_error(r, &state));
+		}
 	}
 	c->n = 0;
 	if (dis__pq_take_back(c->pq)) {

@@ -173,38 +173,10 @@ count_tests() {
 	fi
 }
 
-# Runs `run_tests ARGS...` in the background, its output kept for later.
-bg_names=()
-bg_pids=()
-run_tests_bg() {
-	local out=$1/meson-logs/$2.out
-
-	mkdir -p "$1/meson-logs"
-	rm -f "$1/meson-logs/$2.json"
-	dis_log "started in the background: meson test -C $1 ${*:3}"
-	(meson test -C "$1" --print-errorlogs --logbase "$2" "${@:3}" \
-		>"$out" 2>&1) &
-	bg_pids+=($!)
-	bg_names+=("$1/meson-logs/$2")
-}
-
-# Waits for the background runs, prints their output and adds them up.
-wait_bg() {
-	local i rc
-
-	for i in "${!bg_pids[@]}"; do
-		rc=0
-		wait "${bg_pids[$i]}" || rc=$?
-		dis_log "output of the background run ${bg_names[$i]}:"
-		cat "${bg_names[$i]}.out"
-		count_tests "${bg_names[$i]}.json" "$rc"
-	done
-	bg_pids=()
-	bg_names=()
-}
-
-# The suites other than fault run side by side (they use a database each
-# and mostly wait); fault tests restart the server, so they run alone.
+# Each test uses a database of its own; fault tests restart the server, so
+# they run last and alone. The builds' runs go one after the other: they share one cluster, and the read
+# barrier is cluster wide, so a slow run (valgrind) holding transactions
+# open would hold back the listeners of the others.
 without_fault() {
 	local s
 
@@ -246,22 +218,21 @@ if [ ${#main_suites[@]} -gt 0 ] || [ $bench = 1 ] ||
 			done
 			# Sanitized code runs a few times slower.
 			[ $asan = 0 ] || args+=(--timeout-multiplier 3)
-			run_tests_bg "$build" testlog "${args[@]}" "${extra[@]}"
+			run_tests "$build" testlog "${args[@]}" "${extra[@]}"
 		fi
 		if [ ${#san_now[@]} -gt 0 ]; then
 			args=()
 			for s in "${san_now[@]}"; do
 				args+=(--suite "$s")
 			done
-			run_tests_bg "$fuzzdir" testlog-sanitize "${args[@]}" \
+			run_tests "$fuzzdir" testlog-sanitize "${args[@]}" \
 				--timeout-multiplier 3 "${extra[@]}"
 		fi
 		if [ $valgrind = 1 ]; then
-			run_tests_bg "$build" testlog-valgrind --suite pg \
+			run_tests "$build" testlog-valgrind --suite pg \
 				--wrapper "${VALGRIND[*]}" --timeout-multiplier 10 \
 				"${VALGRIND_TESTS[@]}"
 		fi
-		wait_bg
 		for s in "${main_suites[@]}"; do
 			[ "$s" = fault ] || continue
 			args=(--suite fault)

@@ -671,7 +671,7 @@ int main(int argc, char **argv)
 	int rounds = 3;
 	const char *only = NULL;
 	int cost_n = 300;
-	const int conns[3] = {1, 4, 16};
+	int conns[3] = {1, 4, 16}, nconns = 3;
 	result res[3][3];
 	double sync16 = 0, raw16 = 0;
 
@@ -682,14 +682,25 @@ int main(int argc, char **argv)
 			rounds = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--only") && i + 1 < argc)
 			only = argv[++i];
-		else if (!strcmp(argv[i], "--cost") && i + 2 < argc) {
+		else if (!strcmp(argv[i], "--conns") && i + 1 < argc) {
+			char *p = argv[++i];
+
+			for (nconns = 0; nconns < 3 && *p; nconns++) {
+				conns[nconns] = (int)strtol(p, &p, 10);
+				if (conns[nconns] < 1 || conns[nconns] > MAXCONN)
+					die("--conns", "1..64 connections");
+				if (*p == ',')
+					p++;
+			}
+		} else if (!strcmp(argv[i], "--cost") && i + 2 < argc) {
 			cost_only = atoi(argv[++i]);
 			cost_n = atoi(argv[++i]);
 		}
 		else {
 			fprintf(stderr,
 				"usage: bench-decision [--slice S] [--rounds "
-				"R] [--only append,hot,async,cost]\n");
+				"R] [--conns 1,4,16] [--only "
+				"append,hot,async,cost] [--cost KIND N]\n");
 			return 2;
 		}
 	}
@@ -705,7 +716,7 @@ int main(int argc, char **argv)
 		printf("  %-6s %12s %12s %7s %12s %7s %10s\n", "conns",
 		       "raw INSERT/s", "appends/s", "ratio", "decisions/s",
 		       "ratio", "conflicts");
-		for (int c = 0; c < 3; c++) {
+		for (int c = 0; c < nconns; c++) {
 			char name[64];
 			double raw, app, dec;
 			long spurious;

@@ -245,13 +245,15 @@ static void check_query(const dis_query *q, const group *groups,
 	dis__sql_init(&s);
 	rc = dis__query_sql(q, &s);
 	fz_check(rc == 0, "dis__query_sql: %s", dis_strerror(rc));
+	fz_check(dis__buf_cstr(&s.text), "out of memory");
 	check_sql(&s, 1);
 	dis__sql_free(&s);
 
 	dis__sql_init(&s);
 	rc = dis__read_sql(q, from, 1000, &s);
 	fz_check(rc == 0, "dis__read_sql: %s", dis_strerror(rc));
-	fz_check(!s.oom && !s.text.oom, "dis__read_sql: out of memory");
+	fz_check(!s.oom && !s.text.oom && dis__buf_cstr(&s.text),
+		 "dis__read_sql: out of memory");
 	for (const char *t = (const char *)s.text.data,
 			*end = t + s.text.len;
 	     (t = memchr(t, '\'', (size_t)(end - t))) != NULL;) {

@@ -52,7 +52,7 @@ dis_install_deps
 if [ ! -f "$build/meson-private/coredata.dat" ]; then
 	export CC=clang
 fi
-dis_build "$build" -Dwerror=true -Dfuzz=true \
+dis_build "$build" -Dfuzz=true \
 	-Db_sanitize=address,undefined -Db_lundef=false
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}

@@ -413,11 +413,6 @@ static void test_missing_right_named(void **state)
 		{"REVOKE SELECT ON event_schema FROM dis_writer",
 		 "GRANT SELECT ON event_schema TO dis_writer",
 		 "table event_schema"},
-		{"REVOKE EXECUTE ON FUNCTION dis_lock_keys(bigint[], boolean[])"
-		 " FROM dis_writer",
-		 "GRANT EXECUTE ON FUNCTION dis_lock_keys(bigint[], boolean[])"
-		 " TO dis_writer",
-		 "function dis_lock_keys"},
 	};
 	char msg[DIS_ERRMSG_LEN];
 	dis__buf log;
