@@ -1354,7 +1354,9 @@ static void test_disctl_listeners_reset(void **state)
 	print_message("%s", out);
 	assert_non_null(strstr(out, "LISTENER"));
 	assert_non_null(strstr(out, "carts"));
-	assert_non_null(strstr(out, "running"));
+	/* The last state the runtime wrote: running, or waiting when a
+	 * transaction elsewhere in the cluster held the barrier back. */
+	assert_true(strstr(out, "running") || strstr(out, "waiting"));
 	/* Back to after event 2: three events behind. */
 	snprintf(args, sizeof(args), "reset carts --to %" PRId64, ids[1]);
 	assert_int_equal(run_disctl(f->conninfo, args, out, sizeof(out)), 0);
