@@ -102,6 +102,14 @@ int dis__event_encode(const dis_event *ev, dis__buf *out, char *err,
 int dis__event_decode(const dis_schema *reader, const dis_schema *writer,
 		      const char *type, const void *data, size_t len,
 		      dis_event **out, char *err, size_t errlen);
+/*
+ * The same checks (everything but memory), but with writer == reader the
+ * event keeps the bytes and decodes them on first use of a field; with
+ * another writer it decodes (and resolves) at once.
+ */
+int dis__event_decode_lazy(const dis_schema *reader, const dis_schema *writer,
+			   const char *type, const void *data, size_t len,
+			   dis_event **out, char *err, size_t errlen);
 
 /* ---- queries (core/query.c) ---- */
 

@@ -2,6 +2,13 @@
  * Events: a record of the event schema (an avro-c generic value) plus its
  * id and position once stored.
  *
+ * Events read from the store are decoded lazily: the store checks their
+ * Avro binary at once (dis__avro_scan: every length, index and string;
+ * nothing allocated) and the event keeps the bytes; the generic value is
+ * built on the first access to a field. A reader that looks only at the
+ * type, id and position (a listener skipping events, a projection keyed
+ * on the id) never pays for decoding. value_of() is the one way in.
+ *
  * Setters and getters work on a field's type, or on the matching branch of
  * a union field (["null", T], [T, "null"] or any other union): a setter
  * picks the branch of its own type first, then one it converts to without
@@ -28,13 +35,56 @@ struct dis_event {
 	int64_t id;
 	dis_position pos;
 	avro_value_t value;
+	/* Not decoded yet: `raw` (in this allocation) holds the binary. */
+	bool lazy;
+	const unsigned char *raw;
+	size_t rawlen;
 };
 
 /* ---- internals ---- */
 
+/*
+ * The event's record, decoded now if it was not yet (the only change a
+ * reader makes to an event: not thread safe, like the rest). NULL when
+ * decoding fails, which after the scan means out of memory.
+ */
+static avro_value_t *value_of(const dis_event *cev)
+{
+	dis_event *ev = (dis_event *)cev;
+	char err[DIS_ERRMSG_LEN];
+
+	if (ev->lazy) {
+		if (dis__avro_read_record(ev->schema, ev->type, ev->raw,
+					  ev->rawlen, &ev->value, err,
+					  sizeof(err)))
+			return NULL;
+		ev->lazy = false;
+	}
+	return &ev->value;
+}
+
 avro_value_t *dis__event_value(const dis_event *ev)
 {
-	return (avro_value_t *)&ev->value;
+	return value_of(ev);
+}
+
+int dis__event_wrap_raw(const dis_schema *schema, int t, const void *data,
+			size_t len, dis_event **out)
+{
+	dis_event *ev = malloc(sizeof(*ev) + len);
+
+	if (!ev)
+		return DIS_ENOMEM;
+	memset(ev, 0, sizeof(*ev));
+	ev->schema = schema;
+	ev->type = t;
+	ev->lazy = true;
+	ev->raw = (const unsigned char *)(ev + 1);
+	ev->rawlen = len;
+	if (len)
+		memcpy(ev + 1, data, len);
+	*out = ev;
+	return 0;
 }
 
 int dis__event_wrap(const dis_schema *schema, int t, avro_value_t *value,
@@ -107,6 +157,8 @@ int dis__event_idval(const dis_event *ev, int id_index, dis__idval *out)
 	avro_schema_t a;
 	size_t len;
 
+	avro_value_t *v;
+
 	if (!name || !out)
 		return DIS_EINVAL;
 	memset(out, 0, sizeof(*out));
@@ -115,7 +167,9 @@ int dis__event_idval(const dis_event *ev, int id_index, dis__idval *out)
 		    ev->schema,
 		    dis_schema_type_name(ev->schema, (size_t)ev->type), name))
 		return 0;
-	if (avro_value_get_by_name(&ev->value, name, &f, NULL))
+	if (!(v = value_of(ev)))
+		return DIS_ENOMEM;
+	if (avro_value_get_by_name(v, name, &f, NULL))
 		return DIS_ENOTFOUND;
 	a = vschema(&f);
 	if (a && is_avro_union(a)) {
@@ -199,6 +253,8 @@ static int normalize_uuids(dis_event *ev, char *errbuf, size_t errlen)
 		if (dis_schema_id_type(ev->schema, (size_t)ids[i]) !=
 		    DIS_ID_UUID)
 			continue;
+		if (!value_of(ev))
+			return DIS_ENOMEM;
 		if (avro_value_get_by_name(&ev->value, name, &f, NULL))
 			return DIS_ESERDE;
 		if (is_avro_union(vschema(&f))) {
@@ -299,6 +355,17 @@ int dis_event_copy(const dis_event *ev, dis_event **out)
 
 	if (!ev || !out)
 		return DIS_EINVAL;
+	if (ev->lazy) {
+		/* Still undecoded: copy the bytes. */
+		rc = dis__event_wrap_raw(ev->schema, ev->type, ev->raw,
+					 ev->rawlen, &copy);
+		if (rc)
+			return rc;
+		copy->id = ev->id;
+		copy->pos = ev->pos;
+		*out = copy;
+		return 0;
+	}
 	rc = new_value(ev->schema, ev->type, &v);
 	if (rc)
 		return rc;
@@ -321,7 +388,8 @@ void dis_event_free(dis_event *ev)
 {
 	if (!ev)
 		return;
-	avro_value_decref(&ev->value);
+	if (!ev->lazy)
+		avro_value_decref(&ev->value);
 	free(ev);
 }
 
@@ -347,7 +415,7 @@ dis_position dis_event_position(const dis_event *ev)
 
 struct avro_value *dis_event_avro(dis_event *ev)
 {
-	return ev ? &ev->value : NULL;
+	return ev ? value_of(ev) : NULL;
 }
 
 /* ---- setters ---- */
@@ -407,6 +475,8 @@ static int target(dis_event *ev, const char *field, const struct setval *sv,
 
 	if (!ev || !field)
 		return DIS_EINVAL;
+	if (!value_of(ev))
+		return DIS_ENOMEM;
 	if (avro_value_get_by_name(&ev->value, field, &f, NULL))
 		return DIS_ENOTFOUND;
 	a = vschema(&f);
@@ -561,6 +631,8 @@ static int current(const dis_event *ev, const char *field, avro_value_t *out,
 
 	if (!ev || !field)
 		return DIS_EINVAL;
+	if (!value_of(ev))
+		return DIS_ENOMEM;
 	if (avro_value_get_by_name(&ev->value, field, &f, NULL))
 		return DIS_ENOTFOUND;
 	*schema = vschema(&f);
@@ -730,6 +802,10 @@ static json_t *data_json(const dis_event *ev, int *rc)
 	char err[DIS_ERRMSG_LEN];
 	json_t *j = NULL;
 
+	if (!value_of(ev)) {
+		*rc = DIS_ENOMEM;
+		return NULL;
+	}
 	*rc = dis__avro_to_json(&ev->value, &j, err, sizeof(err));
 	if (*rc && *rc != DIS_ENOMEM)
 		*rc = DIS_ESERDE;
@@ -795,6 +871,8 @@ bool dis_event_equal(const dis_event *a, const dis_event *b)
 	if (!a || !b)
 		return a == b;
 	if (strcmp(dis_event_type(a), dis_event_type(b)) != 0)
+		return false;
+	if (!value_of(a) || !value_of(b))
 		return false;
 	return avro_value_equal((avro_value_t *)&a->value,
 				(avro_value_t *)&b->value) != 0;

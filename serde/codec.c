@@ -30,6 +30,10 @@ int dis__event_encode(const dis_event *ev, dis__buf *out, char *err,
 		return DIS_EINVAL;
 	}
 	v = dis__event_value(ev);
+	if (!v) {
+		dis__errf(err, errlen, "out of memory decoding the event");
+		return DIS_ENOMEM;
+	}
 	rc = avro_value_sizeof(v, &size);
 	if (rc)
 		return avro_fail(err, errlen, rc, "cannot encode the event");
@@ -74,29 +78,51 @@ int dis__event_encode(const dis_event *ev, dis__buf *out, char *err,
 	return 0;
 }
 
-int dis__event_decode(const dis_schema *reader, const dis_schema *writer,
-		      const char *type, const void *data, size_t len,
-		      dis_event **out, char *err, size_t errlen)
+int dis__avro_read_record(const dis_schema *schema, int t, const void *data,
+			  size_t len, avro_value_t *out, char *err,
+			  size_t errlen)
 {
 	static const char none[1];
-	avro_value_t wv, rv;
 	avro_reader_t r;
-	int wt, rt, rc;
+	int rc;
 
+	if (avro_generic_value_new(dis__schema_type_iface(schema, t), out))
+		return avro_fail(err, errlen, ENOMEM, "cannot decode");
+	r = avro_reader_memory(len ? data : none, (int64_t)len);
+	if (!r) {
+		avro_value_decref(out);
+		return avro_fail(err, errlen, ENOMEM, "cannot decode");
+	}
+	rc = avro_value_read(r, out);
+	avro_reader_free(r);
+	if (rc) {
+		rc = avro_fail(err, errlen, rc, "cannot decode the payload");
+		avro_value_decref(out);
+		return rc;
+	}
+	return 0;
+}
+
+/* The checks of a decode: both types known, the size, the scan. */
+static int decode_check(const dis_schema *reader, const dis_schema *writer,
+			const char *type, const void *data, size_t len,
+			dis_event **out, char *err, size_t errlen, int *wt,
+			int *rt)
+{
 	if (!reader || !writer || !type || !out || (!data && len)) {
 		dis__errf(err, errlen, "dis__event_decode: NULL argument");
 		return DIS_EINVAL;
 	}
-	wt = dis__schema_type_index(writer, type);
-	if (wt < 0) {
+	*wt = dis__schema_type_index(writer, type);
+	if (*wt < 0) {
 		dis__errf(err, errlen,
 			  "event type \"%.64s\" is not in the "
 			  "writer schema",
 			  type);
 		return DIS_ESERDE;
 	}
-	rt = dis__schema_type_index(reader, type);
-	if (rt < 0) {
+	*rt = dis__schema_type_index(reader, type);
+	if (*rt < 0) {
 		dis__errf(err, errlen,
 			  "event type \"%.64s\" is not in the "
 			  "reader schema",
@@ -110,25 +136,43 @@ int dis__event_decode(const dis_schema *reader, const dis_schema *writer,
 			  len, DIS__PAYLOAD_MAX);
 		return DIS_ESERDE;
 	}
-	rc = dis__avro_scan(dis__schema_type_avro(writer, wt), data, len, err,
-			    errlen);
+	return dis__avro_scan(dis__schema_type_avro(writer, *wt), data, len,
+			      err, errlen);
+}
+
+int dis__event_decode_lazy(const dis_schema *reader, const dis_schema *writer,
+			   const char *type, const void *data, size_t len,
+			   dis_event **out, char *err, size_t errlen)
+{
+	int wt, rt, rc;
+
+	if (reader != writer)
+		return dis__event_decode(reader, writer, type, data, len, out,
+					 err, errlen);
+	rc = decode_check(reader, writer, type, data, len, out, err, errlen,
+			  &wt, &rt);
 	if (rc)
 		return rc;
+	rc = dis__event_wrap_raw(reader, rt, data, len, out);
+	if (rc)
+		dis__errf(err, errlen, "out of memory decoding");
+	return rc;
+}
 
-	if (avro_generic_value_new(dis__schema_type_iface(writer, wt), &wv))
-		return avro_fail(err, errlen, ENOMEM, "cannot decode");
-	r = avro_reader_memory(len ? data : none, (int64_t)len);
-	if (!r) {
-		avro_value_decref(&wv);
-		return avro_fail(err, errlen, ENOMEM, "cannot decode");
-	}
-	rc = avro_value_read(r, &wv);
-	avro_reader_free(r);
-	if (rc) {
-		rc = avro_fail(err, errlen, rc, "cannot decode the payload");
-		avro_value_decref(&wv);
+int dis__event_decode(const dis_schema *reader, const dis_schema *writer,
+		      const char *type, const void *data, size_t len,
+		      dis_event **out, char *err, size_t errlen)
+{
+	avro_value_t wv, rv;
+	int wt, rt, rc;
+
+	rc = decode_check(reader, writer, type, data, len, out, err, errlen,
+			  &wt, &rt);
+	if (rc)
 		return rc;
-	}
+	rc = dis__avro_read_record(writer, wt, data, len, &wv, err, errlen);
+	if (rc)
+		return rc;
 	if (reader == writer) {
 		rc = dis__event_wrap(writer, wt, &wv, out);
 		if (rc)

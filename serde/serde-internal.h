@@ -54,6 +54,21 @@ avro_value_t *dis__event_value(const dis_event *ev);
 int dis__event_wrap(const dis_schema *schema, int t, avro_value_t *value,
 		    dis_event **out);
 
+/*
+ * A new event of type `t` holding `len` bytes of Avro binary (copied),
+ * decoded on first use. The bytes must have passed dis__avro_scan with the
+ * event's own schema.
+ */
+int dis__event_wrap_raw(const dis_schema *schema, int t, const void *data,
+			size_t len, dis_event **out);
+
+/* ---- Avro binary (serde/codec.c) ---- */
+
+/* Decodes a record of type `t` of `schema` into a new generic value. */
+int dis__avro_read_record(const dis_schema *schema, int t, const void *data,
+			  size_t len, avro_value_t *out, char *err,
+			  size_t errlen);
+
 /* ---- JSON <-> Avro values (serde/json.c) ---- */
 
 /*
