@@ -843,6 +843,15 @@ static void sql_shard(dis__sql *s, const dis_query *q, const dis_filter *f,
  * One filter: its types grouped by which of its equalities apply to them,
  * so each group is one "event_type = ANY(...) AND id = ..." term.
  */
+/* Whether a domain-id equality of the filter applies to type `t`. */
+static bool has_where(const dis_query *q, const dis_filter *f, size_t t)
+{
+	for (size_t w = 0; w < f->nwheres; w++)
+		if (type_declares(q, t, f->wheres[w].id))
+			return true;
+	return false;
+}
+
 static void sql_filter(dis__sql *s, const dis_query *q, const dis_filter *f)
 {
 	size_t ntypes = dis_schema_type_count(q->schema);
@@ -893,7 +902,18 @@ static void sql_filter(dis__sql *s, const dis_query *q, const dis_filter *f)
 		if (!first)
 			dis__sql_puts(s, " OR ");
 		first = false;
-		dis__sql_puts(s, "(event_type = ANY(");
+		/*
+		 * With a domain-id equality, that id's index is the way in
+		 * and the type only a filter: concat(event_type) is not
+		 * indexable. Without statistics (a new or fast-growing table,
+		 * before autovacuum analyzes it) the planner otherwise ANDs
+		 * the type index in, reading every event of the type: 4.5 ms
+		 * instead of 0.05 ms per load or check at 50k events.
+		 */
+		if (has_where(q, f, t))
+			dis__sql_puts(s, "(concat(event_type) = ANY(");
+		else
+			dis__sql_puts(s, "(event_type = ANY(");
 		if (list.oom)
 			s->oom = true;
 		else
