@@ -139,17 +139,17 @@ typedef struct dis_async_stats {
 	uint64_t submitted;
 	uint64_t succeeded;
 	uint64_t domain_errors;
-	uint64_t failed;        /* other errors */
+	uint64_t failed; /* other errors */
 	uint64_t canceled;
-	uint64_t conflicts;     /* failed checks */
-	uint64_t retries;       /* attempts after a conflict */
-	uint64_t gave_up;       /* decisions ended with DIS_ECONFLICT */
-	uint64_t pipelines;     /* round trips */
-	uint64_t transactions;  /* append transactions */
-	uint64_t appends;       /* decision appends in them */
-	uint64_t held_back;     /* appends kept for another transaction
+	uint64_t conflicts;    /* failed checks */
+	uint64_t retries;      /* attempts after a conflict */
+	uint64_t gave_up;      /* decisions ended with DIS_ECONFLICT */
+	uint64_t pipelines;    /* round trips */
+	uint64_t transactions; /* append transactions */
+	uint64_t appends;      /* decision appends in them */
+	uint64_t held_back;    /* appends kept for another transaction
 				   (overlapping boundaries) */
-	uint64_t split;         /* transactions that failed and were split */
+	uint64_t split;        /* transactions that failed and were split */
 	uint64_t events_read;
 	uint64_t events_appended;
 } dis_async_stats;

@@ -43,8 +43,8 @@ typedef struct rec {
 static rec recs[MAXJ];
 static int nrecs;
 static int ncalls;
-static dis_async *freer;    /* free this runtime from the first callback */
-static dis_async *stopper;  /* stop this runtime from the first callback */
+static dis_async *freer;     /* free this runtime from the first callback */
+static dis_async *stopper;   /* stop this runtime from the first callback */
 static dis_async *submitter; /* submit from the callbacks: must fail */
 static int submit_rc;
 static dis_decision *late; /* submitted from a callback */
@@ -144,7 +144,8 @@ static void run_until(bool (*cond)(void *), void *arg, int ms)
 		el = (double)(t.tv_sec - t0.tv_sec) +
 		     (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
 		if (el * 1000 > ms)
-			fail_msg("timed out: %d of %d callbacks", ncalls, nrecs);
+			fail_msg("timed out: %d of %d callbacks", ncalls,
+				 nrecs);
 		event_base_loopexit(base, &tv);
 		event_base_dispatch(base);
 	}
@@ -286,8 +287,8 @@ static rec *submit_inject(dis_async *a, const char *id)
 	struct counter init = {.id = id};
 	struct add_params p = {.n = 1};
 
-	assert_int_equal(dis_decision_new(schema, "Inject", inject_process,
-					   &p, sizeof(p), &r->d),
+	assert_int_equal(dis_decision_new(schema, "Inject", inject_process, &p,
+					  sizeof(p), &r->d),
 			 0);
 	assert_int_equal(dis_decision_add_state(r->d, &counter_def, &init), 0);
 	assert_int_equal(dis_async_submit(a, r->d, done, r), 0);
@@ -552,8 +553,8 @@ static void test_no_server(void **state)
 	dis_async_options_init(&o);
 	o.connections = 1;
 	o.connect_timeout_ms = 2000;
-	assert_int_equal(dis_async_new(base, "host=/nonexistent port=1",
-				       schema, &o, &a, err, sizeof(err)),
+	assert_int_equal(dis_async_new(base, "host=/nonexistent port=1", schema,
+				       &o, &a, err, sizeof(err)),
 			 0);
 	r = submit(a, "n", &p);
 	run_until(all_called, NULL, 20000);
