@@ -58,8 +58,8 @@ BEGIN
 		GRANT SELECT, INSERT ON event TO dis_writer;
 		GRANT USAGE ON SEQUENCE seq_event_event_id TO dis_writer;
 		GRANT SELECT ON event_schema TO dis_writer;
-		-- Appends take their advisory locks through this function; by
-		-- default PUBLIC could run it.
+		-- Older clients take an append's advisory locks through this
+		-- function; by default PUBLIC could run it.
 		REVOKE EXECUTE ON FUNCTION dis_lock_keys(bigint[], boolean[])
 			FROM PUBLIC;
 		GRANT EXECUTE ON FUNCTION dis_lock_keys(bigint[], boolean[])

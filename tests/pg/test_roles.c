@@ -425,6 +425,8 @@ static void test_missing_right_named(void **state)
 		st = open_as(WRITER, schema);
 		rc = append_deposit(st, "R-1", 1);
 		assert_denied(rc, dis_store_errmsg(st), RIGHTS[i].object);
+		print_message("%s: %s\n", RIGHTS[i].revoke,
+			      dis_store_errmsg(st));
 		dis_store_free(st);
 		dt_exec(su, RIGHTS[i].grant);
 	}
