@@ -175,7 +175,9 @@ int dis__read_sql(const dis_query *query, dis_position from, size_t limit,
 /*
  * From such a result: the number of event rows and the position to
  * continue from (after the last event when `limit` rows came back, else at
- * the barrier, never behind `from`).
+ * the barrier, never behind `from`). DIS_EPG when the rows are not in
+ * strictly increasing position order after `from` (the statement relies on
+ * the plan keeping its subquery's order).
  */
 int dis__read_result(const struct pg_result *res, size_t limit,
 		     dis_position from, int *nrows, dis_position *next);

@@ -366,13 +366,11 @@ static void read_sync(dis_store *s)
 /*
  * The pipeline: [evictions] sync, statements sync, [trailer] sync. The
  * evictions and the trailer are sync groups of their own whose failure
- * does not fail the call (the trailer's is logged). A `joined` trailer
- * goes in the statements' sync group instead, after them (it then runs
- * only if they all succeeded; its failure is still only logged).
+ * does not fail the call (the trailer's is logged).
  */
 static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
-			 int n, const pstmt *trailer, bool joined,
-			 PGresult **results, bool *stale)
+			 int n, const pstmt *trailer, PGresult **results,
+			 bool *stale)
 {
 	cached_stmt *cache[8], *tcache = NULL;
 	bool prepared[8], tprepared = false;
@@ -387,7 +385,6 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 
 	*stale = false;
 	s->trailer_failed = false;
-	joined = joined && trailer;
 	if (n > 8)
 		return dis__store_fail(s, DIS_EINVAL, "pipeline too long");
 	was = blocking_begin(s);
@@ -408,10 +405,8 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 		results[i] = NULL;
 	for (int i = 0; i < n && ok; i++)
 		ok = send_stmt(s, &st[i], &cache[i], &prepared[i]);
-	if (trailer && joined && ok)
-		ok = send_stmt(s, trailer, &tcache, &tprepared);
 	ok = ok && PQpipelineSync(s->conn);
-	if (trailer && !joined && ok)
+	if (trailer && ok)
 		ok = send_stmt(s, trailer, &tcache, &tprepared) &&
 		     PQpipelineSync(s->conn);
 	if (!ok) {
@@ -430,8 +425,7 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 	}
 	for (int i = 0; i < n; i++)
 		read_stmt(s, cache[i], prepared[i], &results[i], &ps);
-	if (!joined)
-		read_sync(s);
+	read_sync(s);
 	if (trailer) {
 		read_stmt(s, tcache, tprepared, NULL, &tps);
 		read_sync(s);
@@ -469,44 +463,23 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 	return 0;
 }
 
-/* Rolls back the block a failed pipeline opened, keeping the error. */
-static void rollback_own(dis_store *s)
-{
-	char keep[DIS_ERRMSG_LEN];
-	int was;
-
-	if (PQtransactionStatus(s->conn) != PQTRANS_INERROR &&
-	    PQtransactionStatus(s->conn) != PQTRANS_INTRANS)
-		return;
-	memcpy(keep, s->errmsg, sizeof(keep));
-	was = blocking_begin(s);
-	PQclear(PQexec(s->conn, "ROLLBACK"));
-	blocking_end(s, was);
-	memcpy(s->errmsg, keep, sizeof(keep));
-}
-
+/*
+ * Runs the pipeline; outside a transaction block its statements up to the
+ * first sync are one implicit transaction, rolled back whole on failure.
+ */
 static int pipeline(dis_store *s, const char *what, const pstmt *st, int n,
-		    const pstmt *trailer, bool joined, PGresult **results)
+		    const pstmt *trailer, PGresult **results)
 {
-	/* A pipeline that opens its own block leaves it failed on error. */
-	bool own = n > 0 && !strcmp(st[0].sql, "BEGIN") &&
-		   PQtransactionStatus(s->conn) == PQTRANS_IDLE;
 	bool stale;
-	int rc = pipeline_once(s, what, st, n, trailer, joined, results,
-			       &stale);
+	int rc = pipeline_once(s, what, st, n, trailer, results, &stale);
 
-	if (rc && own)
-		rollback_own(s);
 	/* Someone discarded our statements; outside a transaction block the
 	 * failed pipeline was rolled back whole, so run it again. */
 	if (rc && stale) {
 		stmt_forget(s);
-		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE) {
-			rc = pipeline_once(s, what, st, n, trailer, joined,
-					   results, &stale);
-			if (rc && own)
-				rollback_own(s);
-		}
+		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
+			rc = pipeline_once(s, what, st, n, trailer, results,
+					   &stale);
 	}
 	return rc;
 }
@@ -519,7 +492,7 @@ static int run(dis_store *store, const char *what, const char *sql,
 {
 	pstmt st = {sql, nparams, values, lengths, formats, binary};
 	PGresult *res = NULL;
-	int rc = pipeline(store, what, &st, 1, NULL, false, &res);
+	int rc = pipeline(store, what, &st, 1, NULL, &res);
 
 	if (rc)
 		return rc;
@@ -1195,9 +1168,14 @@ int dis__read_sql(const dis_query *query, dis_position from, size_t limit,
 	dis__sql_param_i64(sql, from.id);
 	dis__sql_puts(sql, ") AND tx < b.barrier AND ");
 	rc = dis__query_sql(query, sql);
+	/*
+	 * No outer ORDER BY: the one outer row joins the subquery's rows in
+	 * its index order, and re-sorting them took half of a 1000-row
+	 * fetch. dis__read_result checks the order.
+	 */
 	dis__sql_puts(sql, " ORDER BY tx, event_id LIMIT ");
 	dis__sql_param_i64(sql, (int64_t)limit);
-	dis__sql_puts(sql, ") AS e ON true ORDER BY e.tx, e.event_id");
+	dis__sql_puts(sql, ") AS e ON true");
 	if (rc)
 		return rc;
 	return sql->oom || sql->text.oom ? DIS_ENOMEM : 0;
@@ -1214,11 +1192,16 @@ int dis__read_result(const PGresult *res, size_t limit, dis_position from,
 		return DIS_EINVAL;
 	barrier = get_be64(PQgetvalue(res, 0, 0));
 	for (int r = 0; r < PQntuples(res); r++) {
+		dis_position p;
+
 		if (PQgetisnull(res, r, 1))
 			continue;
 		rows++;
-		last.id = (int64_t)get_be64(PQgetvalue(res, r, 1));
-		last.tx = get_be64(PQgetvalue(res, r, 2));
+		p.id = (int64_t)get_be64(PQgetvalue(res, r, 1));
+		p.tx = get_be64(PQgetvalue(res, r, 2));
+		if (dis_position_cmp(p, last) <= 0)
+			return DIS_EPG;
+		last = p;
 	}
 	*nrows = rows;
 	if ((size_t)rows < limit) {
@@ -1256,9 +1239,12 @@ int dis_store_read(dis_store *s, const dis_query *query, dis_position from,
 	dis__sql_free(&sql);
 	if (rc)
 		return rc;
-	rc = deliver_rows(s, res, 1, fn, arg);
-	if (!rc && dis__read_result(res, limit, from, &rows, next))
-		rc = dis__store_fail(s, DIS_EPG, "unexpected read result");
+	if (dis__read_result(res, limit, from, &rows, next))
+		rc = dis__store_fail(s, DIS_EPG,
+				     "unexpected read result: rows missing "
+				     "or out of position order");
+	else
+		rc = deliver_rows(s, res, 1, fn, arg);
 	PQclear(res);
 	return rc;
 }
@@ -1799,36 +1785,35 @@ int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 
 		dis__notify_token(a.notify, token);
 
-		pstmt block[4] = {{"BEGIN", 0, NULL, NULL, NULL, 0},
-				  {DIS__LOCK_TOKEN_SQL, 3, tok_vals, tok_lens,
+		pstmt block[2] = {{DIS__LOCK_TOKEN_SQL, 3, tok_vals, tok_lens,
 				   tok_fmts, 0},
-				  st[1], {"COMMIT", 0, NULL, NULL, NULL, 0}};
+				  st[1]};
 
 		/*
-		 * Outside a transaction block the notification is its own
-		 * transaction after the append's commit. NOTIFY gives it an
-		 * xid (PreCommit_Notify), but a transaction that wrote no
-		 * WAL besides its commit record commits without a flush
-		 * (checked: 100 notifications, one pwrite, no fdatasync), so
-		 * the cluster-wide notify lock is held for microseconds, not
-		 * across the append's fsync (which would serialise every
-		 * append). One
-		 * sync group: BEGIN ... COMMIT, then the notification in the
-		 * implicit transaction that follows (one flush each way,
-		 * one wake-up of the server fewer than two sync groups);
-		 * its failure (a full notify queue) is logged, since the
-		 * events are committed by then.
-		 * Inside the caller's transaction it joins that transaction.
+		 * Outside a transaction block the statements up to the first
+		 * sync are the append's transaction (the extended protocol's
+		 * implicit block: no BEGIN and COMMIT to run; each statement
+		 * still takes its own snapshot, so the check sees what
+		 * committed before the locks were granted). The notification
+		 * is a transaction of its own after that commit, so the
+		 * cluster-wide notify lock is not held across the append's
+		 * WAL flush, which would serialise every append. NOTIFY gives
+		 * it an xid, but a transaction that wrote no WAL besides its
+		 * commit record commits without a flush (checked: 100
+		 * notifications, one pwrite, no fdatasync). Its failure (a
+		 * full notify queue) is logged: the events are committed by
+		 * then. Inside the caller's transaction it joins that
+		 * transaction.
 		 */
 		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE) {
-			rc = pipeline(s, "appending events", block, 4, &own,
-				      true, results);
-			ins = 2;
+			rc = pipeline(s, "appending events", block, 2, &own,
+				      results);
+			ins = 1;
 			if (rc || s->trailer_failed)
 				notify_recover(s, a.notify, token);
 		} else {
 			rc = pipeline(s, "appending events", st, 3, NULL,
-				      false, results);
+				      results);
 		}
 	}
 	if (!rc)

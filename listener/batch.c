@@ -1189,7 +1189,9 @@ static void fetched(dis__listener *l, PGresult *rows)
 	if (!rows || PQntuples(rows) < 1 ||
 	    dis__read_result(rows, l->limit, l->from, &n, &l->next)) {
 		l->errors++;
-		set_error(l, DIS_EPG, "unexpected fetch result");
+		set_error(l, DIS_EPG,
+			  "unexpected fetch result: rows missing or out "
+			  "of position order");
 		l->fail = DIS__F_INFRA;
 		send_rollback(l);
 		return;
