@@ -86,6 +86,7 @@ struct dis__listener {
 	uint64_t next_poll_ms;
 	uint64_t recheck_at_ms; /* look again then (0: no) */
 	uint64_t row_written_ms;
+	uint64_t probe_ms; /* when the last probe was sent */
 	uint32_t backoff_ms;
 
 	/* The checkpoint as the row holds it. */
