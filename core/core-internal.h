@@ -110,6 +110,15 @@ int dis__event_decode(const dis_schema *reader, const dis_schema *writer,
 int dis__event_decode_lazy(const dis_schema *reader, const dis_schema *writer,
 			   const char *type, const void *data, size_t len,
 			   dis_event **out, char *err, size_t errlen);
+/*
+ * The same, but with writer == reader the event is a view over `data` in
+ * *slot (dis__event_view; *out == *slot, not to be freed on its own);
+ * with another writer *out is a new event to free.
+ */
+int dis__event_decode_view(const dis_schema *reader, const dis_schema *writer,
+			   const char *type, const void *data, size_t len,
+			   dis_event **slot, dis_event **out, char *err,
+			   size_t errlen);
 
 /* ---- queries (core/query.c) ---- */
 
@@ -162,6 +171,14 @@ struct pg_result;
  */
 int dis__store_event_from_row(dis_store *store, const struct pg_result *res,
 			      int row, int col, dis_event **out);
+/*
+ * The same without copying the payload when it is in the store's own
+ * schema: *out is then *view (see dis__event_decode_view), valid while
+ * `res` is; free *out only when it is not *view, and *view at the end.
+ */
+int dis__store_event_view_row(dis_store *store, const struct pg_result *res,
+			      int row, int col, dis_event **view,
+			      dis_event **out);
 /*
  * The gap-free batch read of DESIGN section 5 as one statement: events
  * matching `query` after `from`, below the barrier (the xmin of the

@@ -68,6 +68,28 @@ avro_value_t *dis__event_value(const dis_event *ev)
 	return value_of(ev);
 }
 
+int dis__event_view(dis_event **slot, const dis_schema *schema, int t,
+		    const void *data, size_t len)
+{
+	dis_event *ev = *slot;
+
+	if (!ev) {
+		ev = malloc(sizeof(*ev));
+		if (!ev)
+			return DIS_ENOMEM;
+		*slot = ev;
+	} else if (!ev->lazy) {
+		avro_value_decref(&ev->value);
+	}
+	memset(ev, 0, sizeof(*ev));
+	ev->schema = schema;
+	ev->type = t;
+	ev->lazy = true;
+	ev->raw = data;
+	ev->rawlen = len;
+	return 0;
+}
+
 int dis__event_wrap_raw(const dis_schema *schema, int t, const void *data,
 			size_t len, dis_event **out)
 {

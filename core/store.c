@@ -978,6 +978,12 @@ int dis_store_migrate(dis_store *s)
 int dis__store_event_from_row(dis_store *s, const PGresult *res, int row,
 			      int col, dis_event **out)
 {
+	return dis__store_event_view_row(s, res, row, col, NULL, out);
+}
+
+int dis__store_event_view_row(dis_store *s, const PGresult *res, int row,
+			      int col, dis_event **view, dis_event **out)
+{
 	const dis_schema *writer = NULL;
 	const unsigned char *payload;
 	dis_event *ev;
@@ -1019,9 +1025,9 @@ int dis__store_event_from_row(dis_store *s, const PGresult *res, int row,
 		}
 		return rc;
 	}
-	rc = dis__event_decode_lazy(s->schema, writer, type,
-				    payload + FRAME_LEN, len - FRAME_LEN, &ev,
-				    err, sizeof(err));
+	rc = dis__event_decode_view(s->schema, writer, type,
+				    payload + FRAME_LEN, len - FRAME_LEN, view,
+				    &ev, err, sizeof(err));
 	if (rc)
 		return dis__store_fail(s, rc == DIS_ENOMEM ? rc : DIS_ESERDE,
 				       "event %" PRId64 " (%s): %s", id, type,
@@ -1035,21 +1041,23 @@ int dis__store_event_from_row(dis_store *s, const PGresult *res, int row,
 static int deliver_rows(dis_store *s, const PGresult *res, int col,
 			dis_event_fn fn, void *arg)
 {
-	for (int r = 0; r < PQntuples(res); r++) {
+	dis_event *view = NULL;
+	int rc = 0;
+
+	for (int r = 0; r < PQntuples(res) && !rc; r++) {
 		dis_event *ev;
-		int rc;
 
 		if (PQgetisnull(res, r, col))
 			continue;
-		rc = dis__store_event_from_row(s, res, r, col, &ev);
+		rc = dis__store_event_view_row(s, res, r, col, &view, &ev);
 		if (rc)
-			return rc;
+			break;
 		rc = fn ? fn(arg, ev) : 0;
-		dis_event_free(ev);
-		if (rc)
-			return rc;
+		if (ev != view)
+			dis_event_free(ev);
 	}
-	return 0;
+	dis_event_free(view);
+	return rc;
 }
 
 static int version_new(const char *text, dis_version **out)

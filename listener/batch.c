@@ -318,6 +318,7 @@ void dis__listener_release(dis__listener *l)
 	free(l->types_array);
 	free(l->query_text);
 	free(l->fetch_sql);
+	dis_event_free(l->view);
 	free(l->id);
 	free(l);
 }
@@ -1020,13 +1021,15 @@ static void take_queue_failure(dis__listener *l, first_fail *f)
  */
 static int decode_row(dis__listener *l, PGconn *conn, int i, dis_event **ev)
 {
-	int rc = dis__store_event_from_row(l->store, l->rows, i, 1, ev);
+	int rc = dis__store_event_view_row(l->store, l->rows, i, 1, &l->view,
+					   ev);
 
 	if (rc && rc != DIS_ESERDE &&
 	    PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
 		if (queue_sync(l, conn))
 			return 1;
-		rc = dis__store_event_from_row(l->store, l->rows, i, 1, ev);
+		rc = dis__store_event_view_row(l->store, l->rows, i, 1,
+					       &l->view, ev);
 	}
 	return rc;
 }
@@ -1128,7 +1131,8 @@ static void handle(dis__listener *l)
 			snprintf(l->store_msg, sizeof(l->store_msg), "%s",
 				 dis_store_errmsg(l->store));
 		rc = l->fn(l->arg, b, ev);
-		dis_event_free(ev);
+		if (ev != l->view)
+			dis_event_free(ev);
 		if (rt->free_requested)
 			goto out; /* the runtime goes away on the way out */
 		if (PQstatus(conn) != CONNECTION_OK)

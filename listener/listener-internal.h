@@ -71,6 +71,9 @@ struct dis__listener {
 	char *types_array; /* text[] literal: the types the query can select */
 	char *query_text;
 	char *fetch_sql; /* the prepared fetch statement's text */
+	/* The event handed to the handler, over the fetched row's bytes
+	 * (reused row after row: no allocation per event). */
+	dis_event *view;
 	char tag[DIS_LISTENER_ID_MAX + 16];
 
 	dis__pq *pq;

@@ -140,9 +140,10 @@ static int decode_check(const dis_schema *reader, const dis_schema *writer,
 			      err, errlen);
 }
 
-int dis__event_decode_lazy(const dis_schema *reader, const dis_schema *writer,
+int dis__event_decode_view(const dis_schema *reader, const dis_schema *writer,
 			   const char *type, const void *data, size_t len,
-			   dis_event **out, char *err, size_t errlen)
+			   dis_event **slot, dis_event **out, char *err,
+			   size_t errlen)
 {
 	int wt, rt, rc;
 
@@ -153,10 +154,24 @@ int dis__event_decode_lazy(const dis_schema *reader, const dis_schema *writer,
 			  &wt, &rt);
 	if (rc)
 		return rc;
-	rc = dis__event_wrap_raw(reader, rt, data, len, out);
+	if (slot) {
+		rc = dis__event_view(slot, reader, rt, data, len);
+		if (!rc)
+			*out = *slot;
+	} else {
+		rc = dis__event_wrap_raw(reader, rt, data, len, out);
+	}
 	if (rc)
 		dis__errf(err, errlen, "out of memory decoding");
 	return rc;
+}
+
+int dis__event_decode_lazy(const dis_schema *reader, const dis_schema *writer,
+			   const char *type, const void *data, size_t len,
+			   dis_event **out, char *err, size_t errlen)
+{
+	return dis__event_decode_view(reader, writer, type, data, len, NULL,
+				      out, err, errlen);
 }
 
 int dis__event_decode(const dis_schema *reader, const dis_schema *writer,

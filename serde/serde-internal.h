@@ -61,6 +61,14 @@ int dis__event_wrap(const dis_schema *schema, int t, avro_value_t *value,
  */
 int dis__event_wrap_raw(const dis_schema *schema, int t, const void *data,
 			size_t len, dis_event **out);
+/*
+ * The same without a copy or an allocation per event: *slot (allocated on
+ * first use, NULL before; free with dis_event_free) becomes an undecoded
+ * event over `data`, which must outlive every use of it. Whatever *slot
+ * held before is released. For reading many events one at a time.
+ */
+int dis__event_view(dis_event **slot, const dis_schema *schema, int t,
+		    const void *data, size_t len);
 
 /* ---- Avro binary (serde/codec.c) ---- */
 

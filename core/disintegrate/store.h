@@ -59,7 +59,10 @@ DIS_API void dis_store_set_max_payload(dis_store *store, size_t bytes);
  */
 DIS_API int dis_store_migrate(dis_store *store);
 
-/* Called per event; a non-zero return stops the read and is returned. */
+/*
+ * Called per event; a non-zero return stops the read and is returned. The
+ * event is valid during the call only (dis_event_copy keeps one).
+ */
 typedef int (*dis_event_fn)(void *arg, const dis_event *ev);
 
 /*
