@@ -184,17 +184,17 @@ int dis__store_event_view_row(dis_store *store, const struct pg_result *res,
  * matching `query` after `from`, below the barrier (the xmin of the
  * statement's snapshot), in position order, at most `limit`. Request binary
  * results. Result columns: 0 the barrier (xid8), then DIS__EVENT_COLUMNS
- * from column 1. When no event matched there is one row whose event
- * columns are NULL (it still carries the barrier).
+ * from column 1. The event rows come first (barrier NULL), then one row
+ * with only the barrier.
  */
 int dis__read_sql(const dis_query *query, dis_position from, size_t limit,
 		  dis__sql *sql);
 /*
  * From such a result: the number of event rows and the position to
  * continue from (after the last event when `limit` rows came back, else at
- * the barrier, never behind `from`). DIS_EPG when the rows are not in
- * strictly increasing position order after `from` (the statement relies on
- * the plan keeping its subquery's order).
+ * the barrier, never behind `from`). DIS_EPG when the result does not have
+ * that shape or its events are not in strictly increasing position order
+ * after `from` (the statement relies on the plan keeping its order).
  */
 int dis__read_result(const struct pg_result *res, size_t limit,
 		     dis_position from, int *nrows, dis_position *next);

@@ -1203,7 +1203,7 @@ static void fetched(dis__listener *l, PGresult *rows)
 		return;
 	}
 	l->nrows = n;
-	l->barrier = be64(PQgetvalue(rows, 0, 0));
+	l->barrier = be64(PQgetvalue(rows, PQntuples(rows) - 1, 0));
 	handle(l);
 }
 

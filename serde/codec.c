@@ -121,7 +121,7 @@ static int decode_check(const dis_schema *reader, const dis_schema *writer,
 			  type);
 		return DIS_ESERDE;
 	}
-	*rt = dis__schema_type_index(reader, type);
+	*rt = reader == writer ? *wt : dis__schema_type_index(reader, type);
 	if (*rt < 0) {
 		dis__errf(err, errlen,
 			  "event type \"%.64s\" is not in the "
