@@ -17,6 +17,7 @@
  * Needs the throwaway cluster of tests/run.sh (it stops the server).
  * Three runs in a row: tests/run.sh --suite fault -- --repeat 3 matrix
  */
+#include "balance.h"
 #include "testutil.h"
 
 #include <disintegrate/listener.h>
@@ -32,13 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *SCHEMA =
-	"[{\"type\":\"record\",\"name\":\"Deposited\",\"fields\":["
-	" {\"name\":\"account_id\",\"type\":\"string\",\"disintegrate.id\":true},"
-	" {\"name\":\"amount\",\"type\":\"long\"}]},"
-	" {\"type\":\"record\",\"name\":\"Withdrawn\",\"fields\":["
-	" {\"name\":\"account_id\",\"type\":\"string\",\"disintegrate.id\":true},"
-	" {\"name\":\"amount\",\"type\":\"long\"}]}]";
+static const char *SCHEMA = "[" BALANCE_AVSC_TYPES "]";
 
 static const char *READ_MODEL =
 	"CREATE TABLE fm_balance (account_id text PRIMARY KEY,"
@@ -78,45 +73,6 @@ static void on_term(int sig)
 }
 
 /* ---- the writers ---- */
-
-struct balance {
-	const char *account;
-	int64_t amount;
-};
-
-static int balance_query(const void *state, dis_query *q)
-{
-	const struct balance *b = state;
-	dis_filter *f;
-	int rc = dis_query_add_filter(q, &f);
-
-	if (!rc)
-		rc = dis_filter_type(f, "Deposited");
-	if (!rc)
-		rc = dis_filter_type(f, "Withdrawn");
-	if (!rc)
-		rc = dis_filter_where_string(f, "account_id", b->account);
-	return rc;
-}
-
-static int signed_amount(const dis_event *ev, int64_t *out)
-{
-	int64_t a = 0;
-	int rc = dis_event_get_long(ev, "amount", &a);
-
-	*out = strcmp(dis_event_type(ev), "Deposited") ? -a : a;
-	return rc;
-}
-
-static int balance_mutate(void *state, const dis_event *ev)
-{
-	struct balance *b = state;
-	int64_t a;
-	int rc = signed_amount(ev, &a);
-
-	b->amount += a;
-	return rc;
-}
 
 static const dis_state_def balance_def = {
 	.name = "Balance",
@@ -262,7 +218,7 @@ static int project(void *arg, dis_batch *batch, const dis_event *ev)
 
 	(void)arg;
 	if (dis_event_get_string(ev, "account_id", &account) ||
-	    signed_amount(ev, &a))
+	    balance_signed_amount(ev, &a))
 		return dis_batch_fail(batch, DIS_EINVAL, "bad event");
 	snprintf(id, sizeof(id), "%" PRId64, dis_event_id(ev));
 	snprintf(amount, sizeof(amount), "%" PRId64, a);
@@ -490,7 +446,7 @@ static int replay_event(void *arg, const dis_event *ev)
 	int i;
 
 	if (dis_event_get_string(ev, "account_id", &account) ||
-	    signed_amount(ev, &a))
+	    balance_signed_amount(ev, &a))
 		return DIS_EINVAL;
 	for (i = 0; i < r->n && strcmp(r->account[i], account); i++)
 		;

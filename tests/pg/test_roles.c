@@ -6,6 +6,7 @@
  * appends from its handler; and a role missing one right gets DIS_EPERM
  * with a message naming the object it lacks the right on.
  */
+#include "balance.h"
 #include "testutil.h"
 #include "core-internal.h"
 
@@ -20,12 +21,7 @@
 #include <unistd.h>
 
 static const char *SCHEMA =
-	"[{\"type\":\"record\",\"name\":\"Deposited\",\"fields\":["
-	" {\"name\":\"account_id\",\"type\":\"string\",\"disintegrate.id\":true},"
-	" {\"name\":\"amount\",\"type\":\"long\"}]},"
-	" {\"type\":\"record\",\"name\":\"Withdrawn\",\"fields\":["
-	" {\"name\":\"account_id\",\"type\":\"string\",\"disintegrate.id\":true},"
-	" {\"name\":\"amount\",\"type\":\"long\"}]},"
+	"[" BALANCE_AVSC_TYPES ","
 	" {\"type\":\"record\",\"name\":\"Audited\",\"fields\":["
 	" {\"name\":\"account_id\",\"type\":\"string\",\"disintegrate.id\":true},"
 	" {\"name\":\"event\",\"type\":\"long\"}]}]";
@@ -258,37 +254,6 @@ static void test_admin_migrates(void **state)
 }
 
 /* ---- the writer ---- */
-
-struct balance {
-	const char *account;
-	int64_t amount;
-};
-
-static int balance_query(const void *state, dis_query *q)
-{
-	const struct balance *b = state;
-	dis_filter *f;
-	int rc = dis_query_add_filter(q, &f);
-
-	if (!rc)
-		rc = dis_filter_type(f, "Deposited");
-	if (!rc)
-		rc = dis_filter_type(f, "Withdrawn");
-	if (!rc)
-		rc = dis_filter_where_string(f, "account_id", b->account);
-	return rc;
-}
-
-static int balance_mutate(void *state, const dis_event *ev)
-{
-	struct balance *b = state;
-	int64_t amount = 0;
-
-	dis_event_get_long(ev, "amount", &amount);
-	b->amount += strcmp(dis_event_type(ev), "Deposited") ? -amount
-							       : amount;
-	return 0;
-}
 
 static int balance_save(const void *state, dis_event *rec)
 {
