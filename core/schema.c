@@ -46,6 +46,8 @@ struct schema_type {
 	avro_value_t tmpl;
 	int *ids;
 	size_t nids;
+	dis__scan_op *plan; /* its fields for dis__avro_scan_plan */
+	size_t nplan;
 };
 
 struct schema_id {
@@ -1221,6 +1223,16 @@ static int type_classes(dis_schema *s, char *err, size_t errlen)
 			  avro_strerror());
 		return DIS_ESCHEMA;
 	}
+	for (size_t t = 0; t < s->ntypes; t++) {
+		rc = dis__scan_plan_build(s->types[t].rec, &s->types[t].plan,
+					  &s->types[t].nplan);
+		if (rc) {
+			dis__errf(err, errlen, "%s",
+				  rc == DIS_ENOMEM ? "out of memory"
+						   : "event type is not a record");
+			return rc == DIS_ENOMEM ? rc : DIS_ESCHEMA;
+		}
+	}
 	if (is_avro_record(s->avro)) {
 		s->types[0].iface = avro_value_iface_incref(s->master);
 		return 0;
@@ -1404,6 +1416,7 @@ void dis_schema_free(dis_schema *schema)
 			avro_value_iface_decref(ty->iface);
 		free(ty->name);
 		free(ty->ids);
+		free(ty->plan);
 	}
 	free(schema->types);
 	for (i = 0; i < schema->nids; i++)
@@ -1799,6 +1812,13 @@ int dis_schema_add_stream(dis_schema *schema, const char *name,
 avro_schema_t dis__schema_type_avro(const dis_schema *schema, int t)
 {
 	return schema->types[t].rec;
+}
+
+const dis__scan_op *dis__schema_type_plan(const dis_schema *schema, int t,
+					  size_t *n)
+{
+	*n = schema->types[t].nplan;
+	return schema->types[t].plan;
 }
 
 avro_value_iface_t *dis__schema_type_iface(const dis_schema *schema, int t)

@@ -109,6 +109,9 @@ static int decode_check(const dis_schema *reader, const dis_schema *writer,
 			dis_event **out, char *err, size_t errlen, int *wt,
 			int *rt)
 {
+	const dis__scan_op *plan;
+	size_t nplan;
+
 	if (!reader || !writer || !type || !out || (!data && len)) {
 		dis__errf(err, errlen, "dis__event_decode: NULL argument");
 		return DIS_EINVAL;
@@ -136,8 +139,8 @@ static int decode_check(const dis_schema *reader, const dis_schema *writer,
 			  len, DIS__PAYLOAD_MAX);
 		return DIS_ESERDE;
 	}
-	return dis__avro_scan(dis__schema_type_avro(writer, *wt), data, len,
-			      err, errlen);
+	plan = dis__schema_type_plan(writer, *wt, &nplan);
+	return dis__avro_scan_plan(plan, nplan, data, len, err, errlen);
 }
 
 int dis__event_decode_view(const dis_schema *reader, const dis_schema *writer,

@@ -16,6 +16,7 @@
 #include "serde-internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SCAN_CACHE 32
@@ -213,20 +214,17 @@ static int scan_blocks(struct scan *s, avro_schema_t a, int depth)
 	}
 }
 
-static int scan_value(struct scan *s, avro_schema_t a, int depth)
+/*
+ * A value of a type without children (`a` dereferenced): 1 when `a` has
+ * children, else 0 or the error.
+ */
+static int scan_leaf(struct scan *s, avro_type_t type, avro_schema_t a)
 {
 	int64_t v;
 	size_t n;
 	int rc;
 
-	a = dis__avro_deref(a);
-	if (!a)
-		return sfail(s, "no schema");
-	if (depth > 2 * DIS__SCHEMA_MAX_DEPTH)
-		return sfail(s, "values nest too deep");
-	if (++s->steps > s->max_steps)
-		return sfail(s, "the data holds too many values for its size");
-	switch (avro_typeof(a)) {
+	switch (type) {
 	case AVRO_NULL: return 0;
 	case AVRO_BOOLEAN:
 		if (left(s) < 1)
@@ -267,6 +265,27 @@ static int scan_value(struct scan *s, avro_schema_t a, int depth)
 			return sfail(s, "enum %s index %lld is out of range",
 				     avro_schema_name(a), (long long)v);
 		return rc;
+	default: return 1;
+	}
+}
+
+static int scan_value(struct scan *s, avro_schema_t a, int depth)
+{
+	int64_t v;
+	size_t n;
+	int rc;
+
+	a = dis__avro_deref(a);
+	if (!a)
+		return sfail(s, "no schema");
+	if (depth > 2 * DIS__SCHEMA_MAX_DEPTH)
+		return sfail(s, "values nest too deep");
+	if (++s->steps > s->max_steps)
+		return sfail(s, "the data holds too many values for its size");
+	rc = scan_leaf(s, avro_typeof(a), a);
+	if (rc != 1)
+		return rc;
+	switch (avro_typeof(a)) {
 	case AVRO_UNION:
 		rc = varint(s, &v, "union index");
 		if (rc)
@@ -293,34 +312,99 @@ static int scan_value(struct scan *s, avro_schema_t a, int depth)
 	}
 }
 
-int dis__avro_scan(avro_schema_t schema, const void *data, size_t len,
-		   char *err, size_t errlen)
+static void scan_init(struct scan *s, const void *data, size_t len,
+		      char *err, size_t errlen)
 {
 	static const unsigned char none[1];
-	struct scan s;
-	int rc;
 
 	/* Not the cache: only its first ncache entries are read (zeroing
 	 * all of them was a tenth of a small event's scan). */
-	s.steps = 0;
-	s.ncache = 0;
-	s.start = data ? data : none;
-	s.p = s.start;
-	s.end = s.start + (data ? len : 0);
-	s.err = err;
-	s.errlen = errlen;
+	s->steps = 0;
+	s->ncache = 0;
+	s->start = data ? data : none;
+	s->p = s->start;
+	s->end = s->start + (data ? len : 0);
+	s->err = err;
+	s->errlen = errlen;
 	/*
 	 * Values that take no bytes (nulls, records) are bounded by this
 	 * budget: a few values per byte (a null union is two values in one
 	 * byte) plus slack. avro-c then holds a few bytes per value.
 	 */
-	s.max_steps = (len < SIZE_MAX / 8 ? len * 4 : SIZE_MAX / 2) +
-		      ((size_t)1 << 16);
+	s->max_steps = (len < SIZE_MAX / 8 ? len * 4 : SIZE_MAX / 2) +
+		       ((size_t)1 << 16);
+}
+
+static int scan_end(struct scan *s)
+{
+	if (s->p != s->end)
+		return sfail(s, "%zu bytes of trailing data after the value",
+			     left(s));
+	return 0;
+}
+
+int dis__scan_plan_build(avro_schema_t record, dis__scan_op **ops,
+			 size_t *n)
+{
+	size_t k;
+
+	*ops = NULL;
+	*n = 0;
+	record = dis__avro_deref(record);
+	if (!record || !is_avro_record(record))
+		return DIS_EINVAL;
+	k = avro_schema_record_size(record);
+	if (k == 0)
+		return 0;
+	*ops = calloc(k, sizeof(**ops));
+	if (!*ops)
+		return DIS_ENOMEM;
+	for (size_t i = 0; i < k; i++) {
+		avro_schema_t f = dis__avro_deref(
+			avro_schema_record_field_get_by_index(record, (int)i));
+
+		if (!f) {
+			free(*ops);
+			*ops = NULL;
+			return DIS_EINVAL;
+		}
+		(*ops)[i].schema = f;
+		(*ops)[i].type = avro_typeof(f);
+	}
+	*n = k;
+	return 0;
+}
+
+int dis__avro_scan_plan(const dis__scan_op *ops, size_t n, const void *data,
+			size_t len, char *err, size_t errlen)
+{
+	struct scan s;
+	int rc;
+
+	scan_init(&s, data, len, err, errlen);
+	s.steps = 1 + n; /* the record and its fields */
+	if (s.steps > s.max_steps)
+		return sfail(&s, "the data holds too many values for its size");
+	for (size_t i = 0; i < n; i++) {
+		rc = scan_leaf(&s, ops[i].type, ops[i].schema);
+		if (rc == 1)
+			rc = scan_value(&s, ops[i].schema, 1);
+		if (rc)
+			return rc;
+	}
+	return scan_end(&s);
+}
+
+int dis__avro_scan(avro_schema_t schema, const void *data, size_t len,
+		   char *err, size_t errlen)
+{
+	struct scan s;
+	int rc;
+
+	scan_init(&s, data, len, err, errlen);
 	rc = scan_value(&s, schema, 0);
 	if (rc)
 		return rc;
-	if (s.p != s.end)
-		return sfail(&s, "%zu bytes of trailing data after the value",
-			     left(&s));
-	return 0;
+	return scan_end(&s);
 }
+

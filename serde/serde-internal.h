@@ -121,4 +121,22 @@ int dis__avro_resolve(const dis_schema *reader, avro_value_t *dest,
 int dis__avro_scan(avro_schema_t schema, const void *data, size_t len,
 		   char *err, size_t errlen);
 
+/*
+ * The same scan of one record type, with its fields looked up once (at
+ * schema load) instead of on every scan: a third of a small event's scan
+ * went to finding its fields.
+ */
+typedef struct dis__scan_op {
+	avro_type_t type;
+	avro_schema_t schema; /* the field's, dereferenced */
+} dis__scan_op;
+/* The plan of `record` in *ops (free() it), *n fields. */
+int dis__scan_plan_build(avro_schema_t record, dis__scan_op **ops,
+			 size_t *n);
+int dis__avro_scan_plan(const dis__scan_op *ops, size_t n, const void *data,
+			size_t len, char *err, size_t errlen);
+/* The plan of type `t` built at load (NULL with 0 fields). */
+const dis__scan_op *dis__schema_type_plan(const dis_schema *schema, int t,
+					  size_t *n);
+
 #endif

@@ -192,6 +192,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			      err, sizeof(err));
 	fz_check(scan == 0 || scan == DIS_ESERDE, "scan: %s",
 		 dis_strerror(scan));
+	{
+		size_t n;
+		const dis__scan_op *plan = dis__schema_type_plan(writer, t, &n);
+
+		fz_check(dis__avro_scan_plan(plan, n, data, size, err,
+					     sizeof(err)) == scan,
+			 "the scan plan and the scan disagree");
+	}
 
 	err[0] = '\0';
 	rc = dis__event_decode(into, writer, type, data, size, &ev, err,
