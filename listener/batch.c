@@ -1701,8 +1701,11 @@ int dis_batch_fail(dis_batch *b, int code, const char *fmt, ...)
 		return code;
 	b->failed = true;
 	b->code = code;
-	va_start(ap, fmt);
-	vsnprintf(b->msg, sizeof(b->msg), fmt ? fmt : "", ap);
-	va_end(ap);
+	b->msg[0] = '\0';
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(b->msg, sizeof(b->msg), fmt, ap);
+		va_end(ap);
+	}
 	return code;
 }
