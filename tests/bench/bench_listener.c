@@ -7,8 +7,9 @@
  *   catchup  catch-up throughput over N events (default 1,000,000) with a
  *            no-op handler and with a handler writing one read-model row
  *            per event in the batch transaction, next to the raw keyset
- *            SELECT rate of the same rows in the same run; the process RSS
- *            after 100k and after N events of the no-op run.
+ *            SELECT rate of the same rows in the same run (raw and no-op
+ *            in three turns, the best of each); the process RSS after 100k
+ *            and after N events of the last no-op run.
  *
  *   bench-listener [latency|catchup|all] [N] [RATE]
  *
@@ -300,6 +301,8 @@ static void bench_latency(int n, int rate)
 
 /* ---- catch-up ---- */
 
+#define CATCHUP_ROUNDS 3
+
 /* Fills the log with n valid events (the bytes of one encoded event),
  * 10,000 per transaction. */
 static void fill(PGconn *c, dis_store *st, const dis_schema *s, long n)
@@ -523,10 +526,25 @@ static void bench_catchup(long n)
 		   "CREATE TABLE rm2 (event_id BIGINT PRIMARY KEY, "
 		   "cart_id TEXT, quantity INT)");
 	fill(c, store, schema, n);
-	raw = raw_keyset(c, n, fetch);
-	raw = fmax(raw, raw_keyset(c, n, fetch));
-	noop = run_catchup(conninfo, schema, "noop", NOOP, n, fetch, &r100,
-			   &rend, &noop_ms);
+	/*
+	 * The raw read and the no-op listener in turns, the best of each:
+	 * a change of the machine's load hits both alike. The RSS figures
+	 * are the last run's (the same process after the others).
+	 */
+	raw = noop = noop_ms = 0;
+	for (int r = 0; r < CATCHUP_ROUNDS; r++) {
+		char id[16];
+		double x, ms;
+
+		raw = fmax(raw, raw_keyset(c, n, fetch));
+		snprintf(id, sizeof(id), "noop%d", r);
+		x = run_catchup(conninfo, schema, id, NOOP, n, fetch, &r100,
+				&rend, &ms);
+		if (x > noop) {
+			noop = x;
+			noop_ms = ms;
+		}
+	}
 	pipe = run_catchup(conninfo, schema, "pipelined", PROJ_PIPELINED, n,
 			   fetch, &q100, &qend, &pipe_ms);
 	/* DIS_BENCH_SKIP_PQEXEC=1 (tests/bench/run.sh): the blocking
