@@ -12,14 +12,14 @@
 #include <disintegrate/disintegrate.h>
 
 /* The two records, for a schema's union (add more types after them). */
-#define BALANCE_AVSC_TYPES                                                 \
-	"{\"type\":\"record\",\"name\":\"Deposited\",\"fields\":["         \
-	" {\"name\":\"account_id\",\"type\":\"string\","                    \
-	"\"disintegrate.id\":true},"                                        \
-	" {\"name\":\"amount\",\"type\":\"long\"}]},"                       \
-	" {\"type\":\"record\",\"name\":\"Withdrawn\",\"fields\":["        \
-	" {\"name\":\"account_id\",\"type\":\"string\","                    \
-	"\"disintegrate.id\":true},"                                        \
+#define BALANCE_AVSC_TYPES                                          \
+	"{\"type\":\"record\",\"name\":\"Deposited\",\"fields\":["  \
+	" {\"name\":\"account_id\",\"type\":\"string\","            \
+	"\"disintegrate.id\":true},"                                \
+	" {\"name\":\"amount\",\"type\":\"long\"}]},"               \
+	" {\"type\":\"record\",\"name\":\"Withdrawn\",\"fields\":[" \
+	" {\"name\":\"account_id\",\"type\":\"string\","            \
+	"\"disintegrate.id\":true},"                                \
 	" {\"name\":\"amount\",\"type\":\"long\"}]}"
 
 struct balance {

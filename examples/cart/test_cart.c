@@ -3,71 +3,13 @@
  * (unit suite) and, with --store, against a fresh PostgreSQL database (pg
  * suite).
  */
-#include <stdarg.h>
-#include <stddef.h>
-#include <setjmp.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <cmocka.h>
+#include "example_cases.h"
 
 #include "cart.h"
-#include "testutil.h"
-
-static bool store_mode;
-static dis_schema *schema;
-static dis_store *store;
-static dis_harness *h;
-
-#define OK(call) DIS_HARNESS_OK(h, call)
-#define GIVEN(type, json) OK(dis_harness_given(h, type, json))
-#define MEANWHILE(type, json) OK(dis_harness_meanwhile(h, type, json))
-#define WHEN(ctor)                           \
-	do {                                 \
-		dis_decision *d = NULL;      \
-		assert_int_equal((ctor), 0); \
-		OK(dis_harness_when(h, d));  \
-	} while (0)
-#define THEN(...) OK(dis_harness_then(h, __VA_ARGS__, NULL))
-#define THEN_ERR(code) OK(dis_harness_then_err(h, code))
 
 #define ADDED(user, item, q)                               \
 	"{\"user_id\": \"" user "\", \"item_id\": \"" item \
 	"\", \"quantity\": " #q "}"
-
-static int group_setup(void **state)
-{
-	char err[256];
-
-	(void)state;
-	assert_int_equal(cart_schema(&schema, err, sizeof(err)), 0);
-	if (store_mode) {
-		char *conninfo = dt_fresh_db();
-
-		store = dt_store(conninfo, schema);
-		free(conninfo);
-		assert_int_equal(dis_harness_new_store(store, &h), 0);
-	} else {
-		assert_int_equal(dis_harness_new(schema, &h), 0);
-	}
-	return 0;
-}
-
-static int group_teardown(void **state)
-{
-	(void)state;
-	dis_harness_free(h);
-	dis_store_free(store);
-	dis_schema_free(schema);
-	return 0;
-}
-
-static int case_setup(void **state)
-{
-	(void)state;
-	OK(dis_harness_reset(h));
-	return 0;
-}
 
 static void it_adds_an_item(void **state)
 {
@@ -266,8 +208,6 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup(it_decides_from_snapshots, case_setup),
 	};
 
-	store_mode = argc > 1 && strcmp(argv[1], "--store") == 0;
-	return cmocka_run_group_tests_name(store_mode ? "cart (store)"
-						      : "cart (memory)",
-					   tests, group_setup, group_teardown);
+	return run_example_cases("cart", cart_schema, tests,
+				 sizeof(tests) / sizeof(tests[0]), argc, argv);
 }
