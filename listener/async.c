@@ -328,6 +328,23 @@ static void finish(job *j, int rc, const char *fmt, ...)
 	jl_push(&a->done, j);
 }
 
+/* Calls the callback of finished job `j`, which is gone then. */
+static void deliver_one(dis_async *a, job *j)
+{
+	dis_async_fn fn = j->fn;
+	void *arg = j->arg;
+	dis_decision *d = j->d;
+	int rc = j->rc;
+
+	jl_remove(j);
+	job_release(j);
+	free(j);
+	a->pending--;
+	a->depth++;
+	fn(arg, d, rc);
+	a->depth--;
+}
+
 /*
  * Calls the callbacks of the finished jobs. Returns false when the runtime
  * was freed by one of them: the caller must not touch it any more.
@@ -337,18 +354,7 @@ static bool deliver(dis_async *a)
 	job *j;
 
 	while ((j = a->done.head) != NULL) {
-		dis_async_fn fn = j->fn;
-		void *arg = j->arg;
-		dis_decision *d = j->d;
-		int rc = j->rc;
-
-		jl_remove(j);
-		job_release(j);
-		free(j);
-		a->pending--;
-		a->depth++;
-		fn(arg, d, rc);
-		a->depth--;
+		deliver_one(a, j);
 		if (a->dead)
 			return false;
 	}
@@ -1508,20 +1514,8 @@ void dis_async_free(dis_async *a)
 	}
 	/* Deliver every outcome, known or canceled; callbacks may not
 	 * resurrect the runtime (submit fails once it is dead). */
-	while ((j = a->done.head) != NULL) {
-		dis_async_fn fn = j->fn;
-		void *arg = j->arg;
-		dis_decision *d = j->d;
-		int rc = j->rc;
-
-		jl_remove(j);
-		job_release(j);
-		free(j);
-		a->pending--;
-		a->depth++;
-		fn(arg, d, rc);
-		a->depth--;
-	}
+	while ((j = a->done.head) != NULL)
+		deliver_one(a, j);
 	if (a->depth == 0)
 		destroy(a);
 }
