@@ -9,7 +9,8 @@
  *            per event in the batch transaction, next to the raw keyset
  *            SELECT rate of the same rows in the same run (raw and no-op
  *            in three turns, the best of each); the process RSS after 100k
- *            and after N events of the last no-op run.
+ *            and after N events of the last no-op run. DIS_BENCH_FETCH
+ *            sets the batch size of both (default 1000).
  *
  *   bench-listener [latency|catchup|all] [N] [RATE]
  *
@@ -516,11 +517,15 @@ static void bench_catchup(long n)
 	dis_schema *schema = dt_schema(TL_SCHEMA);
 	dis_store *store = dt_store(conninfo, schema);
 	PGconn *c = dt_connect(conninfo);
-	int fetch = 1000;
+	/* DIS_BENCH_FETCH: another batch size (both sides use it). */
+	int fetch = getenv("DIS_BENCH_FETCH") ? atoi(getenv("DIS_BENCH_FETCH"))
+					      : 1000;
 	long r100 = 0, rend = 0, p100 = 0, pend = 0, q100 = 0, qend = 0;
 	double raw, noop, proj, pipe, noop_ms, proj_ms, pipe_ms;
 	bool skip;
 
+	if (fetch < 1)
+		fetch = 1000;
 	dt_exec(c, "CREATE TABLE rm (event_id BIGINT PRIMARY KEY, "
 		   "cart_id TEXT, quantity INT);"
 		   "CREATE TABLE rm2 (event_id BIGINT PRIMARY KEY, "
