@@ -223,6 +223,47 @@ void dt_exec(PGconn *conn, const char *sql)
 	PQclear(r);
 }
 
+char *dt_fmt(const char *f, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, f);
+	if (vasprintf(&s, f, ap) < 0)
+		fail_msg("out of memory");
+	va_end(ap);
+	return s;
+}
+
+void dt_random_hex(char *out, size_t bytes)
+{
+	unsigned char r[32];
+	struct timespec ts;
+
+	assert_true(bytes <= sizeof(r));
+	if (getrandom(r, bytes, GRND_NONBLOCK) != (ssize_t)bytes) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		for (size_t i = 0; i < bytes; i++)
+			r[i] = (unsigned char)(ts.tv_nsec >> (i % 4 * 8)) ^
+			       (unsigned char)(getpid() + i);
+	}
+	for (size_t i = 0; i < bytes; i++)
+		sprintf(out + 2 * i, "%02x", r[i]);
+}
+
+int dt_batch_run(dis_batch *b, const char *sql, int nparams,
+		 const char *const *values)
+{
+	PGresult *r = PQexecParams(dis_batch_conn(b), sql, nparams, NULL,
+				   values, NULL, NULL, 0);
+	int rc = 0;
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		rc = dis_batch_fail(b, DIS_EPG, "%s", PQresultErrorMessage(r));
+	PQclear(r);
+	return rc;
+}
+
 char *dt_scalar(PGconn *conn, const char *sql)
 {
 	PGresult *r = PQexec(conn, sql);

@@ -43,6 +43,20 @@ PGconn *dt_connect(const char *conninfo);
  * message. */
 void dt_exec(PGconn *conn, const char *sql);
 
+/* printf into a new string (malloc'd); fails the test when out of memory. */
+char *dt_fmt(const char *f, ...) DIS_PRINTF(1, 2);
+
+/* `bytes` random bytes (at most 32) as 2 * bytes hex digits and a NUL. */
+void dt_random_hex(char *out, size_t bytes);
+
+/*
+ * A handler's blocking write: runs `sql` with text parameters on the
+ * batch's connection; on failure fails the batch with the server's message
+ * (dis_batch_fail) and returns that code, else 0.
+ */
+int dt_batch_run(dis_batch *b, const char *sql, int nparams,
+		 const char *const *values);
+
 /* Runs a query and returns the first column of its first row (malloc'd;
  * NULL when there is no row or the value is NULL). Fails the test on error. */
 char *dt_scalar(PGconn *conn, const char *sql);

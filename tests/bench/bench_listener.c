@@ -398,31 +398,24 @@ static int noop_handler(void *arg, dis_batch *b, const dis_event *ev)
 static int projection_handler(void *arg, dis_batch *b, const dis_event *ev)
 {
 	catchup *c = arg;
-	PGconn *conn = dis_batch_conn(b);
 	const char *cart = "";
 	int64_t qty = 0;
 	char id[24], q[24];
 	const char *v[3] = {id, NULL, q};
-	PGresult *r;
+	int rc;
 
 	dis_event_get_string(ev, "cart_id", &cart);
 	dis_event_get_long(ev, "quantity", &qty);
 	snprintf(id, sizeof(id), "%" PRId64, dis_event_id(ev));
 	snprintf(q, sizeof(q), "%" PRId64, qty);
 	v[1] = cart;
-	r = PQexecParams(conn,
-			 "INSERT INTO rm (event_id, cart_id, quantity) "
-			 "VALUES ($1::bigint, $2, $3::int)",
-			 3, NULL, v, NULL, NULL, 0);
 	/* (prepared once, as dis_batch_exec does, would save parsing) */
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		int rc = dis_batch_fail(b, DIS_EPG, "%s",
-					PQresultErrorMessage(r));
-
-		PQclear(r);
+	rc = dt_batch_run(b,
+			  "INSERT INTO rm (event_id, cart_id, quantity) "
+			  "VALUES ($1::bigint, $2, $3::int)",
+			  3, v);
+	if (rc)
 		return rc;
-	}
-	PQclear(r);
 	if (++c->seen == 100000)
 		c->rss_100k = rss_kb();
 	return 0;

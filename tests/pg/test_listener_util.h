@@ -157,12 +157,11 @@ typedef struct tl_counter {
 static inline int tl_cart_handler(void *arg, dis_batch *b, const dis_event *ev)
 {
 	tl_counter *c = arg;
-	PGconn *conn = dis_batch_conn(b);
 	const char *cart = "", *product = "";
 	int64_t qty = 0;
 	char q[24], id[24];
 	const char *v[3];
-	PGresult *r;
+	int rc;
 	dis_position pos = dis_event_position(ev);
 
 	if (c) {
@@ -197,37 +196,26 @@ static inline int tl_cart_handler(void *arg, dis_batch *b, const dis_event *ev)
 		v[0] = cart;
 		v[1] = product;
 		v[2] = q;
-		r = PQexecParams(conn,
-				 "WITH a AS (INSERT INTO carts VALUES "
-				 "($1, $2, $3::int)) INSERT INTO totals "
-				 "VALUES ($1, $3::bigint) ON CONFLICT (cart_id)"
-				 " DO UPDATE SET quantity = totals.quantity "
-				 "+ EXCLUDED.quantity",
-				 3, NULL, v, NULL, NULL, 0);
-		if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-			int rc = dis_batch_fail(b, DIS_EPG, "%s",
-						PQresultErrorMessage(r));
-
-			PQclear(r);
+		rc = dt_batch_run(
+			b,
+			"WITH a AS (INSERT INTO carts VALUES "
+			"($1, $2, $3::int)) INSERT INTO totals "
+			"VALUES ($1, $3::bigint) ON CONFLICT (cart_id)"
+			" DO UPDATE SET quantity = totals.quantity "
+			"+ EXCLUDED.quantity",
+			3, v);
+		if (rc)
 			return rc;
-		}
-		PQclear(r);
 	}
 	snprintf(id, sizeof(id), "%" PRId64, dis_event_id(ev));
 	v[0] = dis_batch_listener_id(b);
 	v[1] = id;
-	r = PQexecParams(conn,
-			 "INSERT INTO handled (listener, event_id) "
-			 "VALUES ($1, $2::bigint)",
-			 2, NULL, v, NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		int rc = dis_batch_fail(b, DIS_EPG, "%s",
-					PQresultErrorMessage(r));
-
-		PQclear(r);
+	rc = dt_batch_run(b,
+			  "INSERT INTO handled (listener, event_id) "
+			  "VALUES ($1, $2::bigint)",
+			  2, v);
+	if (rc)
 		return rc;
-	}
-	PQclear(r);
 	if (c) {
 		c->handled++;
 		c->last_id = dis_event_id(ev);

@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,19 +56,6 @@ static char role[NROLES][64];
 
 /* ---- helpers ---- */
 
-static char *fmt(const char *f, ...) DIS_PRINTF(1, 2);
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, f);
-	if (vasprintf(&s, f, ap) < 0)
-		fail_msg("out of memory");
-	va_end(ap);
-	return s;
-}
-
 static char *slurp(const char *path)
 {
 	FILE *f = fopen(path, "rb");
@@ -97,7 +83,7 @@ static void apply_roles_sql(void)
 /* Conninfo of the test database as login role `r`. */
 static char *as(int r)
 {
-	return fmt("%s user='%s'", db, role[r]);
+	return dt_fmt("%s user='%s'", db, role[r]);
 }
 
 static dis_store *open_as(int r, const dis_schema *s)
@@ -171,7 +157,7 @@ static void drop_roles(void)
 
 static int setup(void **state)
 {
-	unsigned char rnd[6];
+	char rnd[13];
 	char sql[1024];
 
 	(void)state;
@@ -179,16 +165,13 @@ static int setup(void **state)
 	schema = dt_schema(SCHEMA);
 	db = dt_fresh_db();
 	su = dt_connect(db);
-	if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
-		for (size_t i = 0; i < sizeof(rnd); i++)
-			rnd[i] = (unsigned char)(getpid() >> i) ^ (unsigned char)i;
+	dt_random_hex(rnd, 6);
 	/* Before any table exists: the roles and schema rights only. */
 	apply_roles_sql();
 	atexit(drop_roles);
 	for (int r = 0; r < NROLES; r++) {
-		snprintf(role[r], sizeof(role[r]),
-			 "dis_t_%s_%02x%02x%02x%02x%02x%02x", ROLE_KIND[r],
-			 rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5]);
+		snprintf(role[r], sizeof(role[r]), "dis_t_%s_%s", ROLE_KIND[r],
+			 rnd);
 		snprintf(sql, sizeof(sql), "CREATE ROLE \"%s\" LOGIN%s%s",
 			 role[r], ROLE_GROUPS[r] ? " IN ROLE " : "",
 			 ROLE_GROUPS[r] ? ROLE_GROUPS[r] : "");

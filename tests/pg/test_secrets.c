@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -46,22 +45,6 @@ static char schema_path[sizeof(tmpdir) + 16];
 
 /* ---- helpers ---- */
 
-static void random_hex(char *out, size_t bytes)
-{
-	unsigned char r[32];
-	struct timespec ts;
-
-	assert_true(bytes <= sizeof(r));
-	if (getrandom(r, bytes, GRND_NONBLOCK) != (ssize_t)bytes) {
-		clock_gettime(CLOCK_REALTIME, &ts);
-		for (size_t i = 0; i < bytes; i++)
-			r[i] = (unsigned char)(ts.tv_nsec >> (i % 4 * 8)) ^
-			       (unsigned char)(getpid() + i);
-	}
-	for (size_t i = 0; i < bytes; i++)
-		sprintf(out + 2 * i, "%02x", r[i]);
-}
-
 /* Fails the test when `text` holds either password. */
 #define assert_no_secret(text, where) assert_no_secret_(text, where, __LINE__)
 static void assert_no_secret_(const char *text, const char *where, int line)
@@ -73,23 +56,10 @@ static void assert_no_secret_(const char *text, const char *where, int line)
 			 text);
 }
 
-static char *fmt(const char *f, ...) DIS_PRINTF(1, 2);
-static char *fmt(const char *f, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, f);
-	if (vasprintf(&s, f, ap) < 0)
-		fail_msg("out of memory");
-	va_end(ap);
-	return s;
-}
-
 /* "user='role' password='pw'" and the like, appended to the test db's. */
 static char *with_login(const char *password)
 {
-	return fmt("%s user='%s' password='%s'", db, role, password);
+	return dt_fmt("%s user='%s' password='%s'", db, role, password);
 }
 
 static void drop_role(void)
@@ -128,11 +98,11 @@ static int setup(void **state)
 	c = dt_connect(db);
 	snprintf(host, sizeof(host), "%s", PQhost(c));
 	snprintf(port, sizeof(port), "%s", PQport(c));
-	random_hex(hex, 8);
+	dt_random_hex(hex, 8);
 	snprintf(role, sizeof(role), "dis_pw_%s", hex);
-	random_hex(hex, 12);
+	dt_random_hex(hex, 12);
 	snprintf(pw, sizeof(pw), "Pw%s", hex);
-	random_hex(hex, 12);
+	dt_random_hex(hex, 12);
 	snprintf(wrong, sizeof(wrong), "Wrong%s", hex);
 	dt_exec(c, "DO $$ BEGIN CREATE ROLE dis_password_login NOLOGIN;"
 		   " EXCEPTION WHEN duplicate_object OR unique_violation"
@@ -217,8 +187,8 @@ static void test_store_wrong_password(void **state)
 	assert_no_secret(err, "dis_store_open's error");
 	free(ci);
 
-	ci = fmt("postgresql://%s:%s@/%s?host=%s&port=%s", role, wrong, dbname,
-		 host, port);
+	ci = dt_fmt("postgresql://%s:%s@/%s?host=%s&port=%s", role, wrong,
+		    dbname, host, port);
 	rc = open_fails(ci, err, sizeof(err));
 	assert_int_equal(rc, DIS_ECONN);
 	assert_non_null(strstr(err, "password authentication failed"));
@@ -232,8 +202,8 @@ static void test_store_missing_database(void **state)
 	int rc;
 
 	(void)state;
-	ci = fmt("postgresql://%s:%s@/no_such_db_%s?host=%s&port=%s", role, pw,
-		 role, host, port);
+	ci = dt_fmt("postgresql://%s:%s@/no_such_db_%s?host=%s&port=%s", role,
+		    pw, role, host, port);
 	rc = open_fails(ci, err, sizeof(err));
 	assert_int_equal(rc, DIS_ECONN);
 	assert_non_null(strstr(err, "does not exist"));
@@ -269,7 +239,7 @@ static void test_store_malformed_conninfo(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < NMALFORMED; i++) {
-		ci = fmt(MALFORMED[i], role, pw);
+		ci = dt_fmt(MALFORMED[i], role, pw);
 		open_fails(ci, err, sizeof(err));
 		assert_no_secret(err, ci);
 		free(ci);
@@ -283,11 +253,11 @@ static void test_store_pgpassword(void **state)
 
 	(void)state;
 	setenv("PGPASSWORD", pw, 1);
-	ci = fmt("user=%s port=%s", role, pw);
+	ci = dt_fmt("user=%s port=%s", role, pw);
 	open_fails(ci, err, sizeof(err));
 	assert_no_secret(err, "an error with PGPASSWORD set");
 	free(ci);
-	ci = fmt("user=%s sslmode=%s", role, pw);
+	ci = dt_fmt("user=%s sslmode=%s", role, pw);
 	open_fails(ci, err, sizeof(err));
 	assert_no_secret(err, "an error with PGPASSWORD set");
 	free(ci);
@@ -437,8 +407,8 @@ static void test_runtime_wrong_password(void **state)
 	dis__buf_free(&log.text);
 	free(ci);
 
-	ci = fmt("postgresql://%s:%s@/%s?host=%s&port=%s", role, wrong, dbname,
-		 host, port);
+	ci = dt_fmt("postgresql://%s:%s@/%s?host=%s&port=%s", role, wrong,
+		    dbname, host, port);
 	run_runtime(ci, 500, &log);
 	dis__buf_free(&log.text);
 	free(ci);
@@ -450,8 +420,8 @@ static void test_runtime_missing_database(void **state)
 	char *ci;
 
 	(void)state;
-	ci = fmt("postgresql://%s:%s@/no_such_db_%s?host=%s&port=%s", role, pw,
-		 role, host, port);
+	ci = dt_fmt("postgresql://%s:%s@/no_such_db_%s?host=%s&port=%s", role,
+		    pw, role, host, port);
 	run_runtime(ci, 500, &log);
 	if (!strstr(dis__buf_cstr(&log.text), "does not exist"))
 		fail_msg("no word of the missing database in:\n%s",
@@ -467,7 +437,7 @@ static void test_runtime_malformed_conninfo(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < NMALFORMED; i++) {
-		ci = fmt(MALFORMED[i], role, pw);
+		ci = dt_fmt(MALFORMED[i], role, pw);
 		run_runtime(ci, 150, &log);
 		dis__buf_free(&log.text);
 		free(ci);
@@ -589,8 +559,8 @@ static void test_disctl(void **state)
 		disctl_hides(ci, 2);
 		free(ci);
 	}
-	ci = fmt("postgresql://%s:%s@/no_such_db_%s?host=%s&port=%s", role, pw,
-		 role, host, port);
+	ci = dt_fmt("postgresql://%s:%s@/no_such_db_%s?host=%s&port=%s", role,
+		    pw, role, host, port);
 	disctl_hides(ci, 2);
 	free(ci);
 	/* Connected, but without rights: a database error, status 2. */
@@ -598,12 +568,12 @@ static void test_disctl(void **state)
 	disctl_hides(ci, 2);
 	free(ci);
 	for (size_t i = 0; i < NMALFORMED; i++) {
-		ci = fmt(MALFORMED[i], role, pw);
+		ci = dt_fmt(MALFORMED[i], role, pw);
 		disctl_hides(ci, 2);
 		free(ci);
 	}
 	setenv("PGPASSWORD", pw, 1);
-	ci = fmt("user=%s port=%s", role, pw);
+	ci = dt_fmt("user=%s port=%s", role, pw);
 	disctl_hides(ci, 2);
 	free(ci);
 	unsetenv("PGPASSWORD");

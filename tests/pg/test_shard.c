@@ -307,12 +307,11 @@ static void test_sql_agrees_with_memory(void **state)
 
 static int shard_handler(void *arg, dis_batch *b, const dis_event *ev)
 {
-	PGconn *conn = dis_batch_conn(b);
 	const char *key = "";
 	int64_t seq = 0;
 	char eid[24], sq[24];
 	const char *v[4] = {dis_batch_listener_id(b), eid, key, sq};
-	PGresult *r;
+	int rc;
 
 	(void)arg;
 	if (!strcmp(dis_event_type(ev), "S")) {
@@ -322,18 +321,12 @@ static int shard_handler(void *arg, dis_batch *b, const dis_event *ev)
 	v[2] = key;
 	snprintf(eid, sizeof(eid), "%" PRId64, dis_event_id(ev));
 	snprintf(sq, sizeof(sq), "%" PRId64, seq);
-	r = PQexecParams(conn,
-			 "INSERT INTO handled (listener, event_id, key, seq)"
-			 " VALUES ($1, $2::bigint, $3, $4::bigint)",
-			 4, NULL, v, NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		int rc = dis_batch_fail(b, DIS_EPG, "%s",
-					PQresultErrorMessage(r));
-
-		PQclear(r);
+	rc = dt_batch_run(b,
+			  "INSERT INTO handled (listener, event_id, key, seq)"
+			  " VALUES ($1, $2::bigint, $3, $4::bigint)",
+			  4, v);
+	if (rc)
 		return rc;
-	}
-	PQclear(r);
 	/* Slow enough that batches of different processes interleave. */
 	if (dis_event_id(ev) % 7 == 0)
 		usleep(300);
