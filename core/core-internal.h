@@ -104,16 +104,10 @@ int dis__event_decode(const dis_schema *reader, const dis_schema *writer,
 		      dis_event **out, char *err, size_t errlen);
 /*
  * The same checks (everything but memory), but with writer == reader the
- * event keeps the bytes and decodes them on first use of a field; with
- * another writer it decodes (and resolves) at once.
- */
-int dis__event_decode_lazy(const dis_schema *reader, const dis_schema *writer,
-			   const char *type, const void *data, size_t len,
-			   dis_event **out, char *err, size_t errlen);
-/*
- * The same, but with writer == reader the event is a view over `data` in
- * *slot (dis__event_view; *out == *slot, not to be freed on its own);
- * with another writer *out is a new event to free.
+ * event decodes its bytes on first use of a field: with `slot` NULL it is a
+ * new event holding a copy of them; else it is a view over `data` in *slot
+ * (dis__event_view; *out == *slot, not to be freed on its own). With
+ * another writer *out is a new event, decoded (and resolved) at once.
  */
 int dis__event_decode_view(const dis_schema *reader, const dis_schema *writer,
 			   const char *type, const void *data, size_t len,
@@ -168,13 +162,9 @@ struct pg_result;
  * Builds the event in row `row` of a binary-format result whose columns
  * from `col` are DIS__EVENT_COLUMNS; decodes the payload through the store's
  * schema registry. DIS_ESERDE (message names the event id) on bad payloads.
- */
-int dis__store_event_from_row(dis_store *store, const struct pg_result *res,
-			      int row, int col, dis_event **out);
-/*
- * The same without copying the payload when it is in the store's own
- * schema: *out is then *view (see dis__event_decode_view), valid while
- * `res` is; free *out only when it is not *view, and *view at the end.
+ * With `view` NULL *out is a new event; else, when the payload is in the
+ * store's own schema, *out is *view (see dis__event_decode_view), valid
+ * while `res` is: free *out only when it is not *view, and *view at the end.
  */
 int dis__store_event_view_row(dis_store *store, const struct pg_result *res,
 			      int row, int col, dis_event **view,

@@ -975,12 +975,6 @@ int dis_store_migrate(dis_store *s)
 
 /* ---- reading events ---- */
 
-int dis__store_event_from_row(dis_store *s, const PGresult *res, int row,
-			      int col, dis_event **out)
-{
-	return dis__store_event_view_row(s, res, row, col, NULL, out);
-}
-
 int dis__store_event_view_row(dis_store *s, const PGresult *res, int row,
 			      int col, dis_event **view, dis_event **out)
 {

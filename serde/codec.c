@@ -169,14 +169,6 @@ int dis__event_decode_view(const dis_schema *reader, const dis_schema *writer,
 	return rc;
 }
 
-int dis__event_decode_lazy(const dis_schema *reader, const dis_schema *writer,
-			   const char *type, const void *data, size_t len,
-			   dis_event **out, char *err, size_t errlen)
-{
-	return dis__event_decode_view(reader, writer, type, data, len, NULL,
-				      out, err, errlen);
-}
-
 int dis__event_decode(const dis_schema *reader, const dis_schema *writer,
 		      const char *type, const void *data, size_t len,
 		      dis_event **out, char *err, size_t errlen)

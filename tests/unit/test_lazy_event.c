@@ -54,9 +54,9 @@ static dis_event *lazy(void)
 	dis_event *ev = NULL;
 	char err[256];
 
-	assert_int_equal(dis__event_decode_lazy(schema, schema, "Added",
-						bytes.data, bytes.len, &ev, err,
-						sizeof(err)),
+	assert_int_equal(dis__event_decode_view(schema, schema, "Added",
+						bytes.data, bytes.len, NULL,
+						&ev, err, sizeof(err)),
 			 0);
 	return ev;
 }
@@ -142,19 +142,19 @@ static void test_corrupt(void **state)
 	(void)state;
 	memcpy(bad, bytes.data, bytes.len);
 	bad[0] = 0x7f; /* a string length past the end */
-	assert_int_equal(dis__event_decode_lazy(schema, schema, "Added", bad,
-						bytes.len, &ev, err,
+	assert_int_equal(dis__event_decode_view(schema, schema, "Added", bad,
+						bytes.len, NULL, &ev, err,
 						sizeof(err)),
 			 DIS_ESERDE);
 	assert_null(ev);
 	assert_non_null(strstr(err, "corrupt"));
-	assert_int_equal(dis__event_decode_lazy(schema, schema, "Added",
-						bytes.data, bytes.len - 1, &ev,
-						err, sizeof(err)),
+	assert_int_equal(dis__event_decode_view(schema, schema, "Added",
+						bytes.data, bytes.len - 1, NULL,
+						&ev, err, sizeof(err)),
 			 DIS_ESERDE);
-	assert_int_equal(dis__event_decode_lazy(schema, schema, "Nope",
-						bytes.data, bytes.len, &ev, err,
-						sizeof(err)),
+	assert_int_equal(dis__event_decode_view(schema, schema, "Nope",
+						bytes.data, bytes.len, NULL,
+						&ev, err, sizeof(err)),
 			 DIS_ESERDE);
 	assert_null(ev);
 }
