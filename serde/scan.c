@@ -271,6 +271,7 @@ static int scan_leaf(struct scan *s, avro_type_t type, avro_schema_t a)
 
 static int scan_value(struct scan *s, avro_schema_t a, int depth)
 {
+	avro_type_t type;
 	int64_t v;
 	size_t n;
 	int rc;
@@ -282,10 +283,11 @@ static int scan_value(struct scan *s, avro_schema_t a, int depth)
 		return sfail(s, "values nest too deep");
 	if (++s->steps > s->max_steps)
 		return sfail(s, "the data holds too many values for its size");
-	rc = scan_leaf(s, avro_typeof(a), a);
+	type = avro_typeof(a);
+	rc = scan_leaf(s, type, a);
 	if (rc != 1)
 		return rc;
-	switch (avro_typeof(a)) {
+	switch (type) {
 	case AVRO_UNION:
 		rc = varint(s, &v, "union index");
 		if (rc)
