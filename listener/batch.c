@@ -310,6 +310,7 @@ void dis__listener_release(dis__listener *l)
 	dis__listener_forget_prepared(l);
 	free(l->q);
 	drop_rows(l);
+	dis__ahead_free(l);
 	dis_store_free(l->store);
 	dis__pq_free(l->pq);
 	if (l->ev_timer)
@@ -327,6 +328,7 @@ void dis__listener_close(dis__listener *l)
 {
 	dis__listener_forget_prepared(l);
 	drop_rows(l);
+	dis__ahead_drop(l, true);
 	dis_store_free(l->store);
 	l->store = NULL;
 	dis__pq_close(l->pq);
@@ -374,6 +376,7 @@ static void conn_down(dis__listener *l, const char *why)
 
 	dis__listener_forget_prepared(l);
 	drop_rows(l);
+	dis__ahead_drop(l, true);
 	/* A lost connection is closed (freed) already: keep the store off
 	 * it. */
 	if (l->store && dis_store_conn(l->store) != dis__pq_conn(l->pq))
@@ -572,6 +575,12 @@ static void start_batch(dis__listener *l)
 	l->from = l->ck;
 	l->limit = limit;
 	l->fail = DIS__F_NONE;
+	l->rows_ahead = dis__ahead_covers(l, l->ck, limit);
+	if (l->rows_ahead) {
+		s[1] = s[2];
+		rc = dis__pq_send(l->pq, s, 2);
+		goto sent;
+	}
 	dis__sql_init(&sql);
 	rc = dis__read_sql(l->query, l->ck, limit, &sql);
 	if (rc) {
@@ -587,6 +596,7 @@ static void start_batch(dis__listener *l)
 		s[1].sql = dis__buf_cstr(&sql.text);
 	rc = dis__pq_send(l->pq, s, 3);
 	dis__sql_free(&sql);
+sent:
 	if (rc) {
 		conn_down(l, dis__pq_errmsg(l->pq));
 		return;
@@ -1204,19 +1214,49 @@ static void fetched(dis__listener *l, PGresult *rows)
 	}
 	l->nrows = n;
 	l->barrier = be64(PQgetvalue(rows, PQntuples(rows) - 1, 0));
+	/* Full: another batch follows from here; read it meanwhile. */
+	if ((size_t)n == l->limit && l->limit == l->cfg.fetch_size &&
+	    !l->prefix && !l->single && !l->poison && !l->fail_id)
+		dis__ahead_start(l, l->next, l->cfg.fetch_size);
 	handle(l);
 }
 
-/* Results of BEGIN, fetch and lock, from statement k of the pipeline. */
-static void on_fetch_at(dis__listener *l, int k)
+/* The read-ahead's rows, or its wait, or (failed) a fetch of our own. */
+static void take_ahead(dis__listener *l)
 {
+	bool pending;
+	PGresult *rows = dis__ahead_take(l, &pending);
+
+	if (rows) {
+		l->ahead_batches++;
+		fetched(l, rows);
+	} else if (pending) {
+		l->st = DIS__L_AHEAD;
+	} else {
+		l->st = DIS__L_FETCH;
+		send_refetch(l);
+	}
+}
+
+void dis__listener_ahead_in(dis__listener *l)
+{
+	take_ahead(l);
+}
+
+/*
+ * Results of BEGIN, fetch and lock from statement k of the pipeline, or
+ * (ahead) of BEGIN and lock, the rows coming from the read-ahead.
+ */
+static void on_fetch_at(dis__listener *l, int k, bool ahead)
+{
+	int nst = ahead ? 2 : 3;
 	PGresult *lock;
 
-	if (dis__pq_check_range(l->pq, k, k + 3, NULL) >= 0) {
+	if (dis__pq_check_range(l->pq, k, k + nst, NULL) >= 0) {
 		infra_fail(l, "starting a batch");
 		return;
 	}
-	lock = dis__pq_result(l->pq, k + 2);
+	lock = dis__pq_result(l->pq, k + nst - 1);
 	if (PQntuples(lock) != 1) {
 		/* Another process works the listener (or its row is gone). */
 		l->skipped++;
@@ -1233,12 +1273,15 @@ static void on_fetch_at(dis__listener *l, int k)
 		send_rollback(l);
 		return;
 	}
-	fetched(l, dis__pq_take(l->pq, k + 1));
+	if (ahead)
+		take_ahead(l);
+	else
+		fetched(l, dis__pq_take(l->pq, k + 1));
 }
 
 static void on_fetch(dis__listener *l)
 {
-	on_fetch_at(l, 0);
+	on_fetch_at(l, 0, l->rows_ahead);
 }
 
 static void on_refetch(dis__listener *l)
@@ -1276,7 +1319,12 @@ static void commit(dis__listener *l)
 	dis__sql next;
 	int n = 0, rc;
 	uint64_t now = dis__now_ms();
-	bool chain = chainable(l);
+	/*
+	 * Chained, the next batch locks the row right behind this COMMIT,
+	 * before anyone waiting for it (a reset) can: every probe interval
+	 * the chain breaks for a round trip, which lets them in.
+	 */
+	bool chain = chainable(l) && now - l->probe_ms < CHAIN_PROBE_MS;
 
 	/* The state once this batch commits (written with it). */
 	if (!l->halt_after && !l->halted &&
@@ -1323,7 +1371,7 @@ static void commit(dis__listener *l)
 	 * batch: catching up, the next batch is known to wait anyway.
 	 */
 	l->idx_probe = -1;
-	if (!chain || now - l->probe_ms >= CHAIN_PROBE_MS) {
+	if (!chain) {
 		l->idx_probe = n;
 		l->probe_ms = now;
 		s[n++] = (dis__stmt){
@@ -1347,8 +1395,19 @@ static void commit(dis__listener *l)
 		const char *id[1] = {l->id};
 
 		dis__sql_init(&next);
-		if (!dis__read_sql(l->query, l->ck_new, l->cfg.fetch_size,
-				   &next)) {
+		l->rows_ahead =
+			dis__ahead_covers(l, l->ck_new, l->cfg.fetch_size);
+		if (l->rows_ahead) {
+			/* The rows are read already (or on their way). */
+			l->chain_k = n;
+			l->chain_from = l->ck_new;
+			l->chain_limit = l->cfg.fetch_size;
+			s[n++] = (dis__stmt){.sql = SQL_BEGIN};
+			s[n++] = (dis__stmt){
+				.name = S_LOCK, .nparams = 1, .values = id};
+			l->pending = false;
+		} else if (!dis__read_sql(l->query, l->ck_new,
+					  l->cfg.fetch_size, &next)) {
 			l->chain_k = n;
 			l->chain_from = l->ck_new;
 			l->chain_limit = l->cfg.fetch_size;
@@ -1572,9 +1631,13 @@ static void on_commit(dis__listener *l)
 			dis__listener_schedule(l); /* closes: rolls back */
 			return;
 		}
-		on_fetch_at(l, k);
+		on_fetch_at(l, k, l->rows_ahead);
 		return;
 	}
+	/* Caught up: the read-ahead connection has no use until the next
+	 * full batch. */
+	if (!full)
+		dis__ahead_drop(l, true);
 	if (l->halt_after) {
 		l->halt_after = false;
 		l->halted = true;

@@ -26,6 +26,7 @@ typedef enum dis__lstate {
 	DIS__L_IDLE,
 	DIS__L_FETCH,   /* BEGIN; fetch; lock the row */
 	DIS__L_REFETCH, /* fetch again from the checkpoint just locked */
+	DIS__L_AHEAD,   /* locked; waiting for the read-ahead's rows */
 	DIS__L_HANDLE,  /* handlers running (synchronously) */
 	DIS__L_COMMIT,  /* checkpoint; probe; COMMIT */
 	DIS__L_ROLLBACK /* ROLLBACK (and a note of the failure) */
@@ -124,8 +125,18 @@ struct dis__listener {
 	int idx_blocker;
 	int idx_commit;
 	int chain_k;
+	bool rows_ahead; /* the next batch takes the read-ahead rows */
 	dis_position chain_from;
 	size_t chain_limit;
+
+	/* Read-ahead while catching up (ahead.c). */
+	dis__pq *apq;
+	PGresult *ahead;   /* the rows, once in */
+	bool ahead_busy;   /* the read is out on apq */
+	bool ahead_want;   /* send it once apq is connected */
+	dis_position ahead_from;
+	size_t ahead_limit;
+	uint64_t ahead_pause_ms; /* none before (apq failed to connect) */
 	char store_msg[160]; /* the store's message before a handler */
 
 	/* Writes queued by handlers (dis_batch_exec). */
@@ -169,7 +180,7 @@ struct dis__listener {
 	int last_code;
 	char last_error[DIS_ERRMSG_LEN];
 	uint64_t events_handled, errors, retries, dead_letters, batches,
-		skipped, reconnects;
+		skipped, reconnects, ahead_batches;
 	double batch_sum, batch_max;
 	uint64_t hist[DIS_LISTENER_HIST_BUCKETS];
 };
@@ -229,6 +240,22 @@ void dis__rt_listener_halted(dis_runtime *rt, dis__listener *l);
 /* batch.c */
 int dis__listener_init(dis__listener *l, char *err, size_t errlen);
 void dis__listener_release(dis__listener *l);
+/*
+ * Read-ahead (ahead.c): start reading `limit` events from `from` on the
+ * second connection (nothing when off, paused or busy); whether a read
+ * from there is in or on its way; take its rows (NULL, and *pending when
+ * they are still coming: dis__listener_ahead_in() is called then, in the
+ * DIS__L_AHEAD state); drop them (and close the connection); free.
+ */
+void dis__ahead_start(dis__listener *l, dis_position from, size_t limit);
+bool dis__ahead_covers(const dis__listener *l, dis_position from,
+		       size_t limit);
+PGresult *dis__ahead_take(dis__listener *l, bool *pending);
+void dis__ahead_drop(dis__listener *l, bool close);
+void dis__ahead_free(dis__listener *l);
+/* batch.c: the read-ahead a locked batch waits on is over. */
+void dis__listener_ahead_in(dis__listener *l);
+
 void dis__l_log(dis__listener *l, dis_log_level level, const char *fmt, ...)
 	DIS_PRINTF(3, 4);
 /* Decides and starts what comes next (connect, batch, timer, close). */

@@ -135,6 +135,7 @@ void dis_listener_config_init(dis_listener_config *cfg)
 	cfg->retry.jitter = 0.2;
 	cfg->on_poison = DIS_POISON_STOP;
 	cfg->wait_warn_ms = 5000;
+	cfg->read_ahead = true;
 }
 
 void dis_runtime_options_init(dis_runtime_options *o)
@@ -782,6 +783,7 @@ int dis_runtime_stats(dis_runtime *rt, dis_listener_stats **out, size_t *n)
 		s->batches = l->batches;
 		s->skipped_batches = l->skipped;
 		s->reconnects = l->reconnects;
+		s->read_ahead_batches = l->ahead_batches;
 		s->batch_seconds_sum = l->batch_sum;
 		s->batch_seconds_max = l->batch_max;
 		memcpy(s->batch_hist, l->hist, sizeof(s->batch_hist));

@@ -114,13 +114,19 @@ typedef struct dis_listener_config {
 	 * WAL flush, which bounds latency on slow disks.
 	 */
 	bool durable_commit;
+	/*
+	 * Catching up, read the next batch on a second connection while the
+	 * handlers of the current one run (opened at the first full batch,
+	 * closed once caught up). On by default; off saves that connection.
+	 */
+	bool read_ahead;
 } dis_listener_config;
 
 /*
  * Fills `cfg` with the defaults: poll every 5 s, fetch_size 1000, notifier
  * on, exponential retry from 100 ms to 30 s with jitter 0.2 and at most 10
  * attempts, poison events stop the listener, warn after 5 s of waiting,
- * asynchronous commit of batches.
+ * asynchronous commit of batches, read-ahead on.
  */
 DIS_API void dis_listener_config_init(dis_listener_config *cfg);
 
@@ -310,6 +316,7 @@ typedef struct dis_listener_stats {
 	uint64_t batches;         /* committed batches */
 	uint64_t skipped_batches; /* another process held the listener */
 	uint64_t reconnects;
+	uint64_t read_ahead_batches; /* batches whose rows were read ahead */
 	double batch_seconds_sum;
 	double batch_seconds_max;
 	uint64_t batch_hist[DIS_LISTENER_HIST_BUCKETS];

@@ -985,6 +985,177 @@ static void test_reset_replays(void **state)
 			 tl_count(f->conn, "SELECT sum(quantity) FROM carts"));
 }
 
+/* ---- read-ahead ---- */
+
+/* The ids the handler saw, in order; a reset thread started at one. */
+typedef struct seen_ids {
+	int64_t ids[4096];
+	int n;
+	int goal;         /* seen_n: this many */
+	int64_t reset_at; /* start the reset when this id comes first */
+	reset_job job;
+	pthread_t t;
+	bool started;
+} seen_ids;
+
+static int record_id(void *arg, dis_batch *b, const dis_event *ev)
+{
+	seen_ids *s = arg;
+
+	(void)b;
+	if (s->n < 4096)
+		s->ids[s->n++] = dis_event_id(ev);
+	if (!s->started && dis_event_id(ev) == s->reset_at) {
+		/* It waits for this batch's row lock: the next batch meets
+		 * the moved checkpoint with its rows read ahead. */
+		s->started = true;
+		assert_int_equal(
+			pthread_create(&s->t, NULL, reset_thread, &s->job), 0);
+		/* Until it waits (or this batch would not be the one). */
+		for (int i = 0; i < 500; i++) {
+			if (tl_count(s->job.f->conn,
+				     "SELECT count(*) FROM pg_stat_activity "
+				     "WHERE wait_event_type = 'Lock' AND "
+				     "query LIKE 'UPDATE event_listener%'") > 0)
+				break;
+			usleep(10000);
+		}
+	}
+	/* Slower from there: the reset gets in within a probe interval
+	 * (100 ms), long before the first pass could end. */
+	if (s->started)
+		usleep(1000);
+	return 0;
+}
+
+static bool seen_n(void *arg)
+{
+	seen_ids *s = arg;
+
+	return s->n >= s->goal;
+}
+
+static int64_t *event_ids(fixture *f, int *n)
+{
+	PGresult *r = PQexec(f->conn, "SELECT event_id FROM event "
+				      "ORDER BY tx, event_id");
+	int64_t *ids;
+
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	*n = PQntuples(r);
+	ids = calloc((size_t)*n, sizeof(*ids));
+	for (int i = 0; i < *n; i++)
+		ids[i] = atoll(PQgetvalue(r, i, 0));
+	PQclear(r);
+	return ids;
+}
+
+/*
+ * Catching up with small batches, each batch after the first takes rows
+ * read ahead on the second connection: every event once, in order; with
+ * read_ahead off none is; once caught up the second connection is gone.
+ */
+static void test_read_ahead_catch_up(void **state)
+{
+	fixture *f = *state;
+	int nev;
+	int64_t *ids;
+
+	tl_append_carts(f->store, f->schema, 600, 50);
+	ids = event_ids(f, &nev);
+	assert_int_equal(nev, 600);
+	for (int off = 0; off < 2; off++) {
+		seen_ids *s = calloc(1, sizeof(*s));
+		dis_query *q = tl_cart_query(f->schema);
+		dis_listener_config cfg = poller(20, true);
+		char id[16];
+		dis_listener_stats st;
+
+		s->reset_at = -1;
+		s->goal = nev;
+		cfg.fetch_size = 20;
+		cfg.read_ahead = !off;
+		snprintf(id, sizeof(id), "ahead%d", off);
+		assert_int_equal(dis_runtime_add_listener(f->rt, id, q,
+							  record_id, s, &cfg),
+				 0);
+		dis_query_free(q);
+		if (!off)
+			assert_int_equal(dis_runtime_start(f->rt), 0);
+		assert_true(tl_run_until(f->base, seen_n, s, 20000));
+		tl_run_for(f->base, 100);
+		assert_int_equal(s->n, nev);
+		for (int i = 0; i < nev; i++)
+			assert_int_equal(s->ids[i], ids[i]);
+		st = stats_of(f->rt, id);
+		if (off) {
+			assert_int_equal(st.read_ahead_batches, 0);
+		} else {
+			/* 30 batches: all but the first few read ahead. */
+			assert_true(st.batches >= 30);
+			assert_true(st.read_ahead_batches >= 20);
+		}
+		assert_int_equal(st.events_handled, (uint64_t)nev);
+		/* Caught up: the listener's connection and the LISTEN one. */
+		assert_true(tl_count(f->conn,
+				     "SELECT count(*) FROM pg_stat_activity "
+				     "WHERE datname = current_database() AND "
+				     "application_name = "
+				     "'disintegrate-listener'") <= 1 + 1 + off);
+		free(s);
+	}
+	tl_stop_runtime(f->base, f->rt);
+	free(ids);
+}
+
+/*
+ * A reset that lands while the next batch's rows are read ahead: those
+ * rows are dropped, and delivery starts over from the reset position.
+ * What the handler saw is events 1..k in order, then all of them again.
+ */
+static void test_read_ahead_reset(void **state)
+{
+	fixture *f = *state;
+	seen_ids *s = calloc(1, sizeof(*s));
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	int nev, k;
+	int64_t *ids;
+
+	tl_append_carts(f->store, f->schema, 300, 50);
+	ids = event_ids(f, &nev);
+	cfg.fetch_size = 10;
+	s->reset_at = ids[54];
+	s->job = (reset_job){f, "carts", DIS_POSITION_START, -100, 0};
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q, record_id,
+						  s, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, reset_done, &s->job, 20000));
+	pthread_join(s->t, NULL);
+	assert_int_equal(s->job.rc, 0);
+	/* Run until the second pass has ended. */
+	for (int i = 0; i < 400 && (s->n < nev + 55 || s->ids[s->n - 1] !=
+							      ids[nev - 1]);
+	     i++)
+		tl_run_for(f->base, 50);
+	tl_run_for(f->base, 100);
+	tl_stop_runtime(f->base, f->rt);
+	/* The first pass: 1..k, at least to the event that reset. */
+	for (k = 0; k < s->n && k < nev && s->ids[k] == ids[k]; k++)
+		;
+	assert_true(k >= 55);
+	assert_true(k < nev);
+	/* Then everything from the start, once, in order. */
+	assert_int_equal(s->n, k + nev);
+	for (int i = 0; i < nev; i++)
+		assert_int_equal(s->ids[k + i], ids[i]);
+	assert_true(stats_of(f->rt, "carts").read_ahead_batches > 0);
+	free(ids);
+	free(s);
+}
+
 /* ---- the runner ---- */
 
 typedef struct runner_arg {
@@ -1432,6 +1603,10 @@ int main(int argc, char **argv)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_free_inside_stop_callback,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_ahead_catch_up, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_read_ahead_reset, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_reset_replays, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_runner_stop, setup,
