@@ -27,9 +27,21 @@
 #include "listener-internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* After a failed connect, no read-ahead for this long. */
 #define AHEAD_PAUSE_MS 10000
+#define S_AHEAD "dis_l_ahead"
+
+/* The read is prepared once per connection (parsing it anew was a tenth
+ * of each read). */
+static int send_setup(dis__listener *l)
+{
+	dis__stmt s = {.name = S_AHEAD, .sql = l->fetch_sql, .prepare = true};
+
+	l->ahead_setup = dis__pq_send(l->apq, &s, 1) == 0;
+	return l->ahead_setup ? 0 : DIS_ECONN;
+}
 
 static void send_read(dis__listener *l)
 {
@@ -41,7 +53,10 @@ static void send_read(dis__listener *l)
 	dis__sql_init(&sql);
 	rc = dis__read_sql(l->query, l->ahead_from, l->ahead_limit, &sql);
 	if (!rc) {
-		s.sql = dis__buf_cstr(&sql.text);
+		if (!strcmp(dis__buf_cstr(&sql.text), l->fetch_sql))
+			s.name = S_AHEAD;
+		else
+			s.sql = dis__buf_cstr(&sql.text);
 		s.nparams = sql.nparams;
 		s.values = (const char *const *)sql.params;
 		rc = dis__pq_send(l->apq, &s, 1);
@@ -73,18 +88,33 @@ static void on_apq(dis__pq *pq, void *arg, dis__pq_event ev, int status)
 				   dis__pq_errmsg(pq));
 			l->ahead_pause_ms = dis__now_ms() + AHEAD_PAUSE_MS;
 			read_over(l);
-		} else if (l->ahead_want) {
-			send_read(l);
-			if (!l->ahead_busy)
-				read_over(l);
+		} else if (send_setup(l)) {
+			read_over(l);
 		}
 		break;
-	case DIS__PQ_LOST: read_over(l); break;
+	case DIS__PQ_LOST:
+		l->ahead_setup = false;
+		read_over(l);
+		break;
 	case DIS__PQ_NOTIFY:
 		while ((n = dis__pq_notify(pq)) != NULL)
 			PQfreemem(n);
 		break;
 	case DIS__PQ_RESULTS:
+		if (l->ahead_setup) {
+			l->ahead_setup = false;
+			if (dis__pq_check(pq, NULL) >= 0) {
+				dis__l_log(l, DIS_LOG_DEBUG, "read-ahead: %s",
+					   dis__pq_errmsg(pq));
+				dis__pq_close(pq);
+				read_over(l);
+			} else if (l->ahead_want) {
+				send_read(l);
+				if (!l->ahead_busy)
+					read_over(l);
+			}
+			break;
+		}
 		if (dis__pq_check(pq, NULL) < 0)
 			l->ahead = dis__pq_take(pq, 0);
 		else
@@ -122,7 +152,10 @@ void dis__ahead_start(dis__listener *l, dis_position from, size_t limit)
 		break;
 	case DIS__PQ_CONNECTING: l->ahead_want = true; break;
 	case DIS__PQ_IDLE: send_read(l); break;
-	default: break;
+	default:
+		/* Busy with its set-up: the read follows it. */
+		l->ahead_want = l->ahead_setup;
+		break;
 	}
 }
 
@@ -149,6 +182,7 @@ void dis__ahead_drop(dis__listener *l, bool close)
 	if (close && l->apq) {
 		dis__pq_close(l->apq);
 		l->ahead_busy = false;
+		l->ahead_setup = false;
 	}
 }
 

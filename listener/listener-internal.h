@@ -134,6 +134,7 @@ struct dis__listener {
 	PGresult *ahead;   /* the rows, once in */
 	bool ahead_busy;   /* the read is out on apq */
 	bool ahead_want;   /* send it once apq is connected */
+	bool ahead_setup;  /* apq's set-up (prepare) is out */
 	dis_position ahead_from;
 	size_t ahead_limit;
 	uint64_t ahead_pause_ms; /* none before (apq failed to connect) */
