@@ -12,8 +12,30 @@
 #include <disintegrate/store.h>
 
 #include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
 
 #define DIS_ERRMSG_LEN 512
+
+/* The big-endian 64-bit integer at p (a binary int8/xid8 column). */
+static inline uint64_t dis__get_be64(const void *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, sizeof(v));
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+	return __builtin_bswap64(v);
+#else
+	{
+		const unsigned char *u = p;
+
+		v = 0;
+		for (int i = 0; i < 8; i++)
+			v = (v << 8) | u[i];
+		return v;
+	}
+#endif
+}
 
 /* Formats into a fixed error buffer (NULL buf or 0 len: no-op). */
 void dis__errf(char *buf, size_t len, const char *fmt, ...) DIS_PRINTF(3, 4);

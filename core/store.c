@@ -93,16 +93,6 @@ struct dis_version {
 
 /* ---- small helpers ---- */
 
-static uint64_t get_be64(const char *p)
-{
-	const unsigned char *u = (const unsigned char *)p;
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | u[i];
-	return v;
-}
-
 static uint32_t get_be32(const unsigned char *u)
 {
 	return ((uint32_t)u[0] << 24) | ((uint32_t)u[1] << 16) |
@@ -991,8 +981,8 @@ int dis__store_event_view_row(dis_store *s, const PGresult *res, int row,
 	if (PQfformat(res, col) != 1 || PQfformat(res, col + 3) != 1)
 		return dis__store_fail(s, DIS_EINVAL,
 				       "event rows must be read in binary");
-	id = (int64_t)get_be64(PQgetvalue(res, row, col));
-	pos.tx = get_be64(PQgetvalue(res, row, col + 1));
+	id = (int64_t)dis__get_be64(PQgetvalue(res, row, col));
+	pos.tx = dis__get_be64(PQgetvalue(res, row, col + 1));
 	pos.id = id;
 	type = PQgetvalue(res, row, col + 2);
 	payload = (const unsigned char *)PQgetvalue(res, row, col + 3);
@@ -1200,15 +1190,15 @@ int dis__read_result(const PGresult *res, size_t limit, dis_position from,
 	if (last_row < 0 || PQnfields(res) < 5 || PQfformat(res, 0) != 1 ||
 	    PQgetisnull(res, last_row, 0) || !PQgetisnull(res, last_row, 1))
 		return DIS_EPG;
-	barrier = get_be64(PQgetvalue(res, last_row, 0));
+	barrier = dis__get_be64(PQgetvalue(res, last_row, 0));
 	for (int r = 0; r < last_row; r++) {
 		dis_position p;
 
 		if (PQgetisnull(res, r, 1))
 			return DIS_EPG;
 		rows++;
-		p.id = (int64_t)get_be64(PQgetvalue(res, r, 1));
-		p.tx = get_be64(PQgetvalue(res, r, 2));
+		p.id = (int64_t)dis__get_be64(PQgetvalue(res, r, 1));
+		p.tx = dis__get_be64(PQgetvalue(res, r, 2));
 		if (dis_position_cmp(p, last) <= 0)
 			return DIS_EPG;
 		last = p;
@@ -1274,8 +1264,8 @@ int dis_store_head(dis_store *s, dis_position *out)
 		return rc;
 	*out = DIS_POSITION_START;
 	if (PQntuples(res) == 1) {
-		out->tx = get_be64(PQgetvalue(res, 0, 0));
-		out->id = (int64_t)get_be64(PQgetvalue(res, 0, 1));
+		out->tx = dis__get_be64(PQgetvalue(res, 0, 0));
+		out->id = (int64_t)dis__get_be64(PQgetvalue(res, 0, 1));
 	}
 	PQclear(res);
 	return 0;
@@ -1301,7 +1291,7 @@ int dis_store_position_of(dis_store *s, int64_t event_id, dis_position *out)
 		return dis__store_fail(s, DIS_ENOTFOUND,
 				       "no event with id %" PRId64, event_id);
 	}
-	out->tx = get_be64(PQgetvalue(res, 0, 0));
+	out->tx = dis__get_be64(PQgetvalue(res, 0, 0));
 	out->id = event_id;
 	PQclear(res);
 	return 0;
@@ -1718,8 +1708,8 @@ int dis__append_result(dis_store *s, const PGresult *res, const dis__append *a,
 	for (size_t i = 0; i < n; i++) {
 		dis_position pos;
 
-		pos.id = (int64_t)get_be64(PQgetvalue(res, (int)i, 0));
-		pos.tx = get_be64(PQgetvalue(res, (int)i, 1));
+		pos.id = (int64_t)dis__get_be64(PQgetvalue(res, (int)i, 0));
+		pos.tx = dis__get_be64(PQgetvalue(res, (int)i, 1));
 		dis__event_set_stored(events[i], pos.id, pos);
 		if (ids_out)
 			ids_out[i] = pos.id;

@@ -124,16 +124,6 @@ static void on_pq(dis__pq *pq, void *arg, dis__pq_event ev, int status);
 
 /* ---- small helpers ---- */
 
-static uint64_t be64(const char *p)
-{
-	const unsigned char *u = (const unsigned char *)p;
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | u[i];
-	return v;
-}
-
 void dis__l_log(dis__listener *l, dis_log_level level, const char *fmt, ...)
 {
 	dis_runtime *rt = l->rt;
@@ -750,8 +740,8 @@ static dis_position row_pos(const PGresult *res, int r)
 {
 	dis_position p;
 
-	p.id = (int64_t)be64(PQgetvalue(res, r, 1));
-	p.tx = be64(PQgetvalue(res, r, 2));
+	p.id = (int64_t)dis__get_be64(PQgetvalue(res, r, 1));
+	p.tx = dis__get_be64(PQgetvalue(res, r, 2));
 	return p;
 }
 
@@ -1213,7 +1203,7 @@ static void fetched(dis__listener *l, PGresult *rows)
 		return;
 	}
 	l->nrows = n;
-	l->barrier = be64(PQgetvalue(rows, PQntuples(rows) - 1, 0));
+	l->barrier = dis__get_be64(PQgetvalue(rows, PQntuples(rows) - 1, 0));
 	/* Full: another batch follows from here; read it meanwhile. */
 	if ((size_t)n == l->limit && l->limit == l->cfg.fetch_size &&
 	    !l->prefix && !l->single && !l->poison && !l->fail_id)

@@ -27,6 +27,15 @@ bool dis__utf8_valid(const unsigned char *s, size_t len)
 {
 	size_t i = 0;
 
+	/* ASCII eight bytes at a time. */
+	while (len - i >= 8) {
+		uint64_t w;
+
+		memcpy(&w, s + i, 8);
+		if (w & 0x8080808080808080u)
+			break;
+		i += 8;
+	}
 	while (i < len) {
 		unsigned char c = s[i];
 		uint32_t cp;

@@ -58,6 +58,12 @@ static int varint(struct scan *s, int64_t *out, const char *what)
 	uint64_t v = 0;
 	unsigned char b;
 
+	/* One byte (small values and lengths): most varints. */
+	if (s->p != s->end && !(*s->p & 0x80)) {
+		v = *s->p++;
+		*out = (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+		return 0;
+	}
 	for (int i = 0; i < 10; i++) {
 		if (s->p == s->end)
 			return sfail(s, "the data ends inside the %s", what);
