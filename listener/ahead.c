@@ -5,13 +5,19 @@
  * A batch that came back full is followed by another; its start is known
  * as soon as the rows are in (the position of the last one). So while the
  * handlers run and the batch commits on the listener's connection, a
- * second connection runs that next read, and the next batch takes its
- * rows instead of fetching them itself: the server reads while the client
- * works, where one connection would leave one of them idle.
+ * second connection reads on from there, and the next batches take their
+ * rows from that read instead of fetching them: the server reads while the
+ * client works, where one connection would leave one of them idle. A read
+ * asks for several batches' worth (AHEAD_ROWS), which the batches take
+ * fetch_size at a time, still one transaction each; a read that comes back
+ * full is followed at once by the next, so at most DIS__AHEAD_MAX reads are
+ * held or on their way.
  *
  * The read is the batch's own gap-free statement (events and barrier from
- * one snapshot), only run earlier and in a transaction of its own, so the
- * rows are what the next batch would have fetched at that moment. The next
+ * one snapshot), only run earlier, in a transaction of its own and with a
+ * larger limit: its rows in order are what consecutive batches would have
+ * fetched at that moment (a batch that ends a read short of its limit
+ * moves the checkpoint to the read's barrier, as a short fetch does). The next
  * batch still locks the listener's row first; when the checkpoint there is
  * not where the read started (another process or a reset moved it), the
  * rows are dropped and the batch fetches again from the row's checkpoint.
@@ -31,6 +37,8 @@
 
 /* After a failed connect, no read-ahead for this long. */
 #define AHEAD_PAUSE_MS 10000
+/* Rows one read asks for: a whole number of batches. */
+#define AHEAD_ROWS 4096
 #define S_AHEAD "dis_l_ahead"
 
 /* The read is prepared once per connection (parsing it anew was a tenth
@@ -43,15 +51,36 @@ static int send_setup(dis__listener *l)
 	return l->ahead_setup ? 0 : DIS_ECONN;
 }
 
-static void send_read(dis__listener *l)
+/* The read not in yet (always the last), or NULL. */
+static struct dis__ahead_read *unread(dis__listener *l)
 {
+	struct dis__ahead_read *r = &l->ahead[l->nahead - 1];
+
+	return l->nahead && !r->res ? r : NULL;
+}
+
+static void queue_read(dis__listener *l, dis_position from)
+{
+	struct dis__ahead_read *r = &l->ahead[l->nahead++];
+
+	memset(r, 0, sizeof(*r));
+	r->from = from;
+	r->at = from;
+}
+
+/* Sends the read not in yet when the connection is free for it. */
+static void pump(dis__listener *l)
+{
+	struct dis__ahead_read *r = unread(l);
 	dis__sql sql;
 	dis__stmt s = {.binary = 1};
 	int rc;
 
-	l->ahead_want = false;
+	if (!r || l->ahead_out || l->ahead_setup ||
+	    dis__pq_get_state(l->apq) != DIS__PQ_IDLE)
+		return;
 	dis__sql_init(&sql);
-	rc = dis__read_sql(l->query, l->ahead_from, l->ahead_limit, &sql);
+	rc = dis__read_sql(l->query, r->from, l->ahead_rows, &sql);
 	if (!rc) {
 		if (!strcmp(dis__buf_cstr(&sql.text), l->fetch_sql))
 			s.name = S_AHEAD;
@@ -62,14 +91,58 @@ static void send_read(dis__listener *l)
 		rc = dis__pq_send(l->apq, &s, 1);
 	}
 	dis__sql_free(&sql);
-	l->ahead_busy = rc == 0;
+	if (rc)
+		l->nahead--; /* the batch fetches on its own */
+	else
+		l->ahead_out = true;
 }
 
-/* The read is over (rows in, or failed): a batch waiting on it goes on. */
-static void read_over(dis__listener *l)
+/* The read not in yet cannot be had: the batch waiting for it goes on. */
+static void read_failed(dis__listener *l)
 {
-	l->ahead_busy = false;
-	l->ahead_want = false;
+	l->ahead_out = false;
+	l->ahead_stale = false;
+	if (unread(l))
+		l->nahead--;
+	if (l->st == DIS__L_AHEAD)
+		dis__listener_ahead_in(l);
+}
+
+/* Behind the last read, when it came back full and there is room. */
+static void read_on(dis__listener *l)
+{
+	struct dis__ahead_read *r = &l->ahead[l->nahead - 1];
+
+	if (l->nahead > 0 && l->nahead < DIS__AHEAD_MAX && r->res &&
+	    (size_t)r->nrows == l->ahead_rows && !l->stopping &&
+	    !l->rt->stopping) {
+		queue_read(l, r->end);
+		pump(l);
+	}
+}
+
+/* The rows of the read that was out: keep them, read on behind them. */
+static void read_in(dis__listener *l, PGresult *res)
+{
+	struct dis__ahead_read *r = unread(l);
+	int n;
+
+	l->ahead_out = false;
+	if (l->ahead_stale || !r) {
+		l->ahead_stale = false;
+		PQclear(res);
+		pump(l);
+		return;
+	}
+	if (!res || dis__read_result(res, l->ahead_rows, r->from, &n, &r->end)) {
+		PQclear(res);
+		read_failed(l);
+		return;
+	}
+	r->res = res;
+	r->nrows = n;
+	r->barrier = dis__get_be64(PQgetvalue(res, PQntuples(res) - 1, 0));
+	read_on(l);
 	if (l->st == DIS__L_AHEAD)
 		dis__listener_ahead_in(l);
 }
@@ -87,14 +160,14 @@ static void on_apq(dis__pq *pq, void *arg, dis__pq_event ev, int status)
 			dis__l_log(l, DIS_LOG_DEBUG, "read-ahead: %s",
 				   dis__pq_errmsg(pq));
 			l->ahead_pause_ms = dis__now_ms() + AHEAD_PAUSE_MS;
-			read_over(l);
+			read_failed(l);
 		} else if (send_setup(l)) {
-			read_over(l);
+			read_failed(l);
 		}
 		break;
 	case DIS__PQ_LOST:
 		l->ahead_setup = false;
-		read_over(l);
+		read_failed(l);
 		break;
 	case DIS__PQ_NOTIFY:
 		while ((n = dis__pq_notify(pq)) != NULL)
@@ -107,20 +180,17 @@ static void on_apq(dis__pq *pq, void *arg, dis__pq_event ev, int status)
 				dis__l_log(l, DIS_LOG_DEBUG, "read-ahead: %s",
 					   dis__pq_errmsg(pq));
 				dis__pq_close(pq);
-				read_over(l);
-			} else if (l->ahead_want) {
-				send_read(l);
-				if (!l->ahead_busy)
-					read_over(l);
+				read_failed(l);
+			} else {
+				pump(l);
 			}
-			break;
-		}
-		if (dis__pq_check(pq, NULL) < 0)
-			l->ahead = dis__pq_take(pq, 0);
-		else
+		} else if (dis__pq_check(pq, NULL) < 0) {
+			read_in(l, dis__pq_take(pq, 0));
+		} else {
 			dis__l_log(l, DIS_LOG_DEBUG, "read-ahead: %s",
 				   dis__pq_errmsg(pq));
-		read_over(l);
+			read_in(l, NULL);
+		}
 		break;
 	}
 	dis__rt_leave(rt);
@@ -130,9 +200,11 @@ void dis__ahead_start(dis__listener *l, dis_position from, size_t limit)
 {
 	dis_runtime *rt = l->rt;
 
+	/* Read already (the batch took the rows before these). */
+	if (dis__ahead_covers(l, from, limit))
+		return;
 	dis__ahead_drop(l, false);
-	if (!l->cfg.read_ahead || l->ahead_busy ||
-	    dis__now_ms() < l->ahead_pause_ms)
+	if (!l->cfg.read_ahead || dis__now_ms() < l->ahead_pause_ms)
 		return;
 	if (!l->apq) {
 		l->apq = dis__pq_new(rt->base, on_apq, l);
@@ -141,47 +213,86 @@ void dis__ahead_start(dis__listener *l, dis_position from, size_t limit)
 		dis__pq_set_log(l->apq, rt->log, rt->log_arg, rt->log_level,
 				l->tag);
 	}
-	l->ahead_from = from;
-	l->ahead_limit = limit;
-	switch (dis__pq_get_state(l->apq)) {
-	case DIS__PQ_CLOSED:
-		if (dis__pq_connect(l->apq, rt->conninfo, rt->appname,
-				    rt->opts.connect_timeout_ms))
-			return;
-		l->ahead_want = true;
-		break;
-	case DIS__PQ_CONNECTING: l->ahead_want = true; break;
-	case DIS__PQ_IDLE: send_read(l); break;
-	default:
-		/* Busy with its set-up: the read follows it. */
-		l->ahead_want = l->ahead_setup;
-		break;
-	}
+	if (dis__pq_get_state(l->apq) == DIS__PQ_CLOSED &&
+	    dis__pq_connect(l->apq, rt->conninfo, rt->appname,
+			    rt->opts.connect_timeout_ms))
+		return;
+	l->ahead_slice = limit;
+	l->ahead_rows = limit < AHEAD_ROWS ? AHEAD_ROWS / limit * limit : limit;
+	queue_read(l, from);
+	pump(l);
 }
 
 bool dis__ahead_covers(const dis__listener *l, dis_position from, size_t limit)
 {
-	return (l->ahead || l->ahead_busy || l->ahead_want) &&
-	       !dis_position_cmp(l->ahead_from, from) && l->ahead_limit == limit;
+	return l->nahead > 0 && !dis_position_cmp(l->ahead[0].at, from) &&
+	       l->ahead_slice == limit;
 }
 
-PGresult *dis__ahead_take(dis__listener *l, bool *pending)
+bool dis__ahead_take(dis__listener *l, dis__ahead_slice *out, bool *pending)
 {
-	PGresult *r = l->ahead;
+	struct dis__ahead_read *r = &l->ahead[0];
+	int n;
 
-	l->ahead = NULL;
-	*pending = !r && (l->ahead_busy || l->ahead_want);
-	return r;
+	*pending = false;
+	/* The batch before is over: what it borrowed can go. */
+	PQclear(l->ahead_lent);
+	l->ahead_lent = NULL;
+	if (!l->nahead)
+		return false;
+	if (!r->res) {
+		*pending = true;
+		return false;
+	}
+	n = r->nrows - r->served;
+	if ((size_t)n > l->ahead_slice)
+		n = (int)l->ahead_slice;
+	out->res = r->res;
+	out->row0 = r->served;
+	out->nrows = n;
+	out->barrier = r->barrier;
+	r->served += n;
+	/* The read's end (past the barrier when it was short) after its
+	 * last row; else the position of the slice's last row. */
+	if (r->served == r->nrows) {
+		r->at = r->end;
+	} else {
+		r->at.id = (int64_t)dis__get_be64(
+			PQgetvalue(r->res, r->served - 1, 1));
+		r->at.tx = dis__get_be64(PQgetvalue(r->res, r->served - 1, 2));
+	}
+	out->next = r->at;
+	if (r->served == r->nrows) {
+		/* Taken whole: held until the batch is over. */
+		l->ahead_lent = r->res;
+		l->nahead--;
+		memmove(l->ahead, l->ahead + 1,
+			(size_t)l->nahead * sizeof(*l->ahead));
+		read_on(l);
+	}
+	return true;
 }
 
 void dis__ahead_drop(dis__listener *l, bool close)
 {
-	PQclear(l->ahead);
-	l->ahead = NULL;
-	l->ahead_want = false;
+	for (int i = 0; i < l->nahead; i++) {
+		PGresult *res = l->ahead[i].res;
+
+		if (res && res == l->rows) {
+			/* Lent to the batch in flight: freed after it. */
+			PQclear(l->ahead_lent);
+			l->ahead_lent = res;
+		} else {
+			PQclear(res);
+		}
+	}
+	l->nahead = 0;
+	/* A read still out comes back to nobody. */
+	l->ahead_stale = l->ahead_out;
 	if (close && l->apq) {
 		dis__pq_close(l->apq);
-		l->ahead_busy = false;
+		l->ahead_out = false;
+		l->ahead_stale = false;
 		l->ahead_setup = false;
 	}
 }
@@ -189,6 +300,8 @@ void dis__ahead_drop(dis__listener *l, bool close)
 void dis__ahead_free(dis__listener *l)
 {
 	dis__ahead_drop(l, true);
+	PQclear(l->ahead_lent);
+	l->ahead_lent = NULL;
 	dis__pq_free(l->apq);
 	l->apq = NULL;
 }

@@ -191,8 +191,11 @@ static void clear_failure(dis__listener *l)
 
 static void drop_rows(dis__listener *l)
 {
-	PQclear(l->rows);
+	if (!l->rows_lent)
+		PQclear(l->rows);
 	l->rows = NULL;
+	l->rows_lent = false;
+	l->row0 = 0;
 	l->nrows = 0;
 }
 
@@ -752,12 +755,12 @@ static dis_position row_pos(const PGresult *res, int r)
 static int dead_letter(dis__listener *l, PGconn *conn, int r, const char *error,
 		       uint32_t attempts, bool skip)
 {
-	dis_position p = row_pos(l->rows, r);
+	dis_position p = row_pos(l->rows, l->row0 + r);
 	char id[24], tx[24], att[16];
 	const char *v[7] = {l->id,
 			    id,
 			    tx,
-			    PQgetvalue(l->rows, r, 3),
+			    PQgetvalue(l->rows, l->row0 + r, 3),
 			    error,
 			    att,
 			    skip ? "skipped" : "stopped"};
@@ -1021,15 +1024,15 @@ static void take_queue_failure(dis__listener *l, first_fail *f)
  */
 static int decode_row(dis__listener *l, PGconn *conn, int i, dis_event **ev)
 {
-	int rc = dis__store_event_view_row(l->store, l->rows, i, 1, &l->view,
-					   ev);
+	int rc = dis__store_event_view_row(l->store, l->rows, l->row0 + i, 1,
+					   &l->view, ev);
 
 	if (rc && rc != DIS_ESERDE &&
 	    PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
 		if (queue_sync(l, conn))
 			return 1;
-		rc = dis__store_event_view_row(l->store, l->rows, i, 1,
-					       &l->view, ev);
+		rc = dis__store_event_view_row(l->store, l->rows, l->row0 + i,
+					       1, &l->view, ev);
 	}
 	return rc;
 }
@@ -1064,7 +1067,7 @@ static void handle(dis__listener *l)
 		clear_failure(l);
 	}
 	for (i = 0; i < l->nrows; i++) {
-		dis_position pos = row_pos(l->rows, i);
+		dis_position pos = row_pos(l->rows, l->row0 + i);
 		PGTransactionStatusType ts;
 		dis_event *ev;
 
@@ -1169,7 +1172,8 @@ static void handle(dis__listener *l)
 		queue_sync(l, conn);
 	take_queue_failure(l, &ff);
 	if (ff.idx >= 0 && l->fail != DIS__F_INFRA)
-		event_failed(l, ff.idx, row_pos(l->rows, ff.idx), ff.code,
+		event_failed(l, ff.idx, row_pos(l->rows, l->row0 + ff.idx),
+			     ff.code,
 			     ff.msg, ff.poison);
 out:
 	if (rt->free_requested)
@@ -1192,6 +1196,8 @@ static void fetched(dis__listener *l, PGresult *rows)
 	int n;
 
 	l->rows = rows;
+	l->rows_lent = false;
+	l->row0 = 0;
 	if (!rows || PQntuples(rows) < 1 ||
 	    dis__read_result(rows, l->limit, l->from, &n, &l->next)) {
 		l->errors++;
@@ -1214,12 +1220,19 @@ static void fetched(dis__listener *l, PGresult *rows)
 /* The read-ahead's rows, or its wait, or (failed) a fetch of our own. */
 static void take_ahead(dis__listener *l)
 {
+	dis__ahead_slice sl;
 	bool pending;
-	PGresult *rows = dis__ahead_take(l, &pending);
 
-	if (rows) {
+	if (dis__ahead_take(l, &sl, &pending)) {
+		/* Checked in order (and their read's barrier) as a whole. */
 		l->ahead_batches++;
-		fetched(l, rows);
+		l->rows = sl.res;
+		l->rows_lent = true;
+		l->row0 = sl.row0;
+		l->nrows = sl.nrows;
+		l->next = sl.next;
+		l->barrier = sl.barrier;
+		handle(l);
 	} else if (pending) {
 		l->st = DIS__L_AHEAD;
 	} else {

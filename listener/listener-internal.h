@@ -43,6 +43,9 @@ typedef enum dis__lfail {
 
 typedef struct dis__listener dis__listener;
 
+/* Reads ahead held or on their way, at most. */
+#define DIS__AHEAD_MAX 2
+
 /* Statements handlers queue with dis_batch_exec(), by parsed text. */
 #define DIS__PREPARED_MAX 32
 /* Queued statements are synced at least this often. */
@@ -101,6 +104,8 @@ struct dis__listener {
 	struct dis_batch batch;
 	double t0;
 	PGresult *rows;
+	bool rows_lent; /* rows of a read-ahead: not the batch's to free */
+	int row0;       /* the batch's first row in `rows` */
 	int nrows;
 	size_t limit;
 	dis_position from;
@@ -129,14 +134,26 @@ struct dis__listener {
 	dis_position chain_from;
 	size_t chain_limit;
 
-	/* Read-ahead while catching up (ahead.c). */
+	/* Read-ahead while catching up (ahead.c): reads in position order,
+	 * each starting where the one before ended; those with rows first,
+	 * then at most one out on apq (or waiting for it to connect). */
 	dis__pq *apq;
-	PGresult *ahead;   /* the rows, once in */
-	bool ahead_busy;   /* the read is out on apq */
-	bool ahead_want;   /* send it once apq is connected */
-	bool ahead_setup;  /* apq's set-up (prepare) is out */
-	dis_position ahead_from;
-	size_t ahead_limit;
+	struct dis__ahead_read {
+		dis_position from; /* where the read starts */
+		dis_position at;   /* where its rows not yet taken start */
+		dis_position end;  /* where the next read starts */
+		PGresult *res;     /* NULL until in */
+		int nrows;         /* event rows */
+		int served;        /* rows taken by batches */
+		uint64_t barrier;
+	} ahead[DIS__AHEAD_MAX];
+	int nahead;
+	size_t ahead_slice;    /* rows per batch (fetch_size) */
+	size_t ahead_rows;     /* rows per read */
+	PGresult *ahead_lent;  /* a read taken whole, until its batch ends */
+	bool ahead_out;        /* a read is out on apq */
+	bool ahead_stale;      /* ... and was dropped: its rows go nowhere */
+	bool ahead_setup;      /* apq's set-up (prepare) is out */
 	uint64_t ahead_pause_ms; /* none before (apq failed to connect) */
 	char store_msg[160]; /* the store's message before a handler */
 
@@ -242,16 +259,26 @@ void dis__rt_listener_halted(dis_runtime *rt, dis__listener *l);
 int dis__listener_init(dis__listener *l, char *err, size_t errlen);
 void dis__listener_release(dis__listener *l);
 /*
- * Read-ahead (ahead.c): start reading `limit` events from `from` on the
- * second connection (nothing when off, paused or busy); whether a read
- * from there is in or on its way; take its rows (NULL, and *pending when
- * they are still coming: dis__listener_ahead_in() is called then, in the
- * DIS__L_AHEAD state); drop them (and close the connection); free.
+ * Read-ahead (ahead.c): start reading batches of `limit` events from
+ * `from` on the second connection (nothing when off or paused); whether
+ * the next batch from `from` is read or on its way; take its rows (false,
+ * with *pending when they are still coming: dis__listener_ahead_in() is
+ * called then, in the DIS__L_AHEAD state); drop them (and close the
+ * connection); free.
  */
+/* A batch's rows out of a read-ahead: rows row0.. of res (lent). */
+typedef struct dis__ahead_slice {
+	PGresult *res;
+	int row0;
+	int nrows;
+	dis_position next; /* the checkpoint after them */
+	uint64_t barrier;
+} dis__ahead_slice;
+
 void dis__ahead_start(dis__listener *l, dis_position from, size_t limit);
 bool dis__ahead_covers(const dis__listener *l, dis_position from,
 		       size_t limit);
-PGresult *dis__ahead_take(dis__listener *l, bool *pending);
+bool dis__ahead_take(dis__listener *l, dis__ahead_slice *out, bool *pending);
 void dis__ahead_drop(dis__listener *l, bool close);
 void dis__ahead_free(dis__listener *l);
 /* batch.c: the read-ahead a locked batch waits on is over. */
