@@ -187,10 +187,11 @@ struct pg_result;
  * With `view` NULL *out is a new event; else, when the payload is in the
  * store's own schema, *out is *view (see dis__event_decode_view), valid
  * while `res` is: free *out only when it is not *view, and *view at the end.
+ * `known`: the row's position when the caller read it already, or NULL.
  */
 int dis__store_event_view_row(dis_store *store, const struct pg_result *res,
-			      int row, int col, dis_event **view,
-			      dis_event **out);
+			      int row, int col, const dis_position *known,
+			      dis_event **view, dis_event **out);
 /*
  * The gap-free batch read of DESIGN section 5 as one statement: events
  * matching `query` after `from`, below the barrier (the xmin of the

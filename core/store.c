@@ -985,7 +985,8 @@ int dis_store_migrate(dis_store *s)
 /* ---- reading events ---- */
 
 int dis__store_event_view_row(dis_store *s, const PGresult *res, int row,
-			      int col, dis_event **view, dis_event **out)
+			      int col, const dis_position *known,
+			      dis_event **view, dis_event **out)
 {
 	const dis_schema *writer = NULL;
 	const unsigned char *payload;
@@ -1000,9 +1001,13 @@ int dis__store_event_view_row(dis_store *s, const PGresult *res, int row,
 	if (PQfformat(res, col) != 1 || PQfformat(res, col + 3) != 1)
 		return dis__store_fail(s, DIS_EINVAL,
 				       "event rows must be read in binary");
-	id = (int64_t)dis__get_be64(PQgetvalue(res, row, col));
-	pos.tx = dis__get_be64(PQgetvalue(res, row, col + 1));
-	pos.id = id;
+	if (known) {
+		pos = *known;
+	} else {
+		pos.id = (int64_t)dis__get_be64(PQgetvalue(res, row, col));
+		pos.tx = dis__get_be64(PQgetvalue(res, row, col + 1));
+	}
+	id = pos.id;
 	type = PQgetvalue(res, row, col + 2);
 	payload = (const unsigned char *)PQgetvalue(res, row, col + 3);
 	len = (size_t)PQgetlength(res, row, col + 3);
@@ -1052,7 +1057,8 @@ static int deliver_rows(dis_store *s, const PGresult *res, int col,
 
 		if (PQgetisnull(res, r, col))
 			continue;
-		rc = dis__store_event_view_row(s, res, r, col, &view, &ev);
+		rc = dis__store_event_view_row(s, res, r, col, NULL, &view,
+					       &ev);
 		if (rc)
 			break;
 		rc = fn ? fn(arg, ev) : 0;

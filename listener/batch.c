@@ -1022,17 +1022,18 @@ static void take_queue_failure(dis__listener *l, first_fail *f)
  * queue and decode again. Returns the decode's code, or 1 when the queue
  * held a failure (the batch ends there).
  */
-static int decode_row(dis__listener *l, PGconn *conn, int i, dis_event **ev)
+static int decode_row(dis__listener *l, PGconn *conn, int i,
+		      const dis_position *pos, dis_event **ev)
 {
 	int rc = dis__store_event_view_row(l->store, l->rows, l->row0 + i, 1,
-					   &l->view, ev);
+					   pos, &l->view, ev);
 
 	if (rc && rc != DIS_ESERDE &&
 	    PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
 		if (queue_sync(l, conn))
 			return 1;
 		rc = dis__store_event_view_row(l->store, l->rows, l->row0 + i,
-					       1, &l->view, ev);
+					       1, pos, &l->view, ev);
 	}
 	return rc;
 }
@@ -1079,7 +1080,7 @@ static void handle(dis__listener *l)
 			ev = NULL;
 			rc = DIS_ESERDE;
 		} else {
-			rc = decode_row(l, conn, i, &ev);
+			rc = decode_row(l, conn, i, &pos, &ev);
 			if (rc == 1)
 				break;
 		}

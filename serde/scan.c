@@ -394,7 +394,33 @@ int dis__avro_scan_plan(const dis__scan_op *ops, size_t n, const void *data,
 	if (s.steps > s.max_steps)
 		return sfail(&s, "the data holds too many values for its size");
 	for (size_t i = 0; i < n; i++) {
-		rc = scan_leaf(&s, ops[i].type, ops[i].schema);
+		avro_type_t t = ops[i].type;
+
+		/*
+		 * Most fields: a number or a length in one varint byte, and
+		 * (strings) ASCII text; anything else takes the full path.
+		 */
+		if (s.p != s.end && !(*s.p & 0x81)) {
+			size_t k = *s.p >> 1;
+
+			if (t == AVRO_INT64 || t == AVRO_INT32) {
+				s.p++;
+				continue;
+			}
+			if ((t == AVRO_STRING || t == AVRO_BYTES) &&
+			    k < left(&s)) {
+				const unsigned char *q = s.p + 1;
+				size_t j = 0;
+
+				while (t == AVRO_STRING && j < k && q[j] < 0x80)
+					j++;
+				if (j == k || t == AVRO_BYTES) {
+					s.p = q + k;
+					continue;
+				}
+			}
+		}
+		rc = scan_leaf(&s, t, ops[i].schema);
 		if (rc == 1)
 			rc = scan_value(&s, ops[i].schema, 1);
 		if (rc)
