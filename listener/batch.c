@@ -2,9 +2,10 @@
  * One listener: its connection and its batches.
  *
  * States (dis__lstate): DOWN -> CONNECTING -> SETUP -> IDLE, then per batch
- *   IDLE -> FETCH -> [REFETCH] -> HANDLE -> COMMIT -> IDLE
+ *   IDLE -> FETCH -> [REFETCH | AHEAD] -> HANDLE -> COMMIT -> IDLE
  *                 \-> ROLLBACK -> IDLE (skipped, failed, stopped listener)
- * and DOWN again from anywhere when the connection breaks.
+ * and DOWN again from anywhere when the connection breaks. AHEAD: the rows
+ * come from a read-ahead (ahead.c) still on its way.
  *
  * A batch costs two round trips plus the handlers' own:
  *   1. BEGIN; fetch (gap-free read past the cached checkpoint); lock the
