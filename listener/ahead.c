@@ -54,9 +54,12 @@ static int send_setup(dis__listener *l)
 /* The read not in yet (always the last), or NULL. */
 static struct dis__ahead_read *unread(dis__listener *l)
 {
-	struct dis__ahead_read *r = &l->ahead[l->nahead - 1];
+	struct dis__ahead_read *r;
 
-	return l->nahead && !r->res ? r : NULL;
+	if (!l->nahead)
+		return NULL;
+	r = &l->ahead[l->nahead - 1];
+	return r->res ? NULL : r;
 }
 
 static void queue_read(dis__listener *l, dis_position from)
@@ -111,11 +114,13 @@ static void read_failed(dis__listener *l)
 /* Behind the last read, when it came back full and there is room. */
 static void read_on(dis__listener *l)
 {
-	struct dis__ahead_read *r = &l->ahead[l->nahead - 1];
+	struct dis__ahead_read *r;
 
-	if (l->nahead > 0 && l->nahead < DIS__AHEAD_MAX && r->res &&
-	    (size_t)r->nrows == l->ahead_rows && !l->stopping &&
-	    !l->rt->stopping) {
+	if (l->nahead < 1 || l->nahead >= DIS__AHEAD_MAX || l->stopping ||
+	    l->rt->stopping)
+		return;
+	r = &l->ahead[l->nahead - 1];
+	if (r->res && (size_t)r->nrows == l->ahead_rows) {
 		queue_read(l, r->end);
 		pump(l);
 	}
