@@ -63,4 +63,12 @@ static inline int balance_mutate(void *state, const dis_event *ev)
 	return rc;
 }
 
+/* The Balance state (no snapshots). */
+static const dis_state_def balance_state = {
+	.name = "Balance",
+	.size = sizeof(struct balance),
+	.query = balance_query,
+	.mutate = balance_mutate,
+};
+
 #endif

@@ -26,6 +26,7 @@
  * Prints a table and one `bench=NAME value=V unit=U baseline=B ratio=R`
  * line per figure.
  */
+#include "balance.h"
 #include "testutil.h"
 
 #include <disintegrate/async.h>
@@ -41,15 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *const SCHEMA =
-	"[{\"type\":\"record\",\"name\":\"Deposited\","
-	"  \"disintegrate.streams\":[\"Account\"],\"fields\":["
-	" {\"name\":\"account_id\",\"type\":\"string\",\"disintegrate.id\":true},"
-	" {\"name\":\"amount\",\"type\":\"long\"}]},"
-	" {\"type\":\"record\",\"name\":\"Withdrawn\","
-	"  \"disintegrate.streams\":[\"Account\"],\"fields\":["
-	" {\"name\":\"account_id\",\"type\":\"string\",\"disintegrate.id\":true},"
-	" {\"name\":\"amount\",\"type\":\"long\"}]}]";
+static const char *const SCHEMA = "[" BALANCE_AVSC_TYPES "]";
 
 #define MAXCONN 64
 /*
@@ -87,42 +80,7 @@ static void die(const char *what, const char *msg)
 	exit(1);
 }
 
-/* ---- the account domain ---- */
-
-struct balance {
-	const char *id;
-	int64_t amount;
-};
-
-static int balance_query(const void *state, dis_query *q)
-{
-	const struct balance *b = state;
-	dis_filter *f;
-	int rc = dis_query_add_filter(q, &f);
-
-	if (!rc)
-		rc = dis_filter_stream(f, "Account");
-	if (!rc)
-		rc = dis_filter_where_string(f, "account_id", b->id);
-	return rc;
-}
-
-static int balance_mutate(void *state, const dis_event *ev)
-{
-	struct balance *b = state;
-	int64_t amount = 0;
-
-	dis_event_get_long(ev, "amount", &amount);
-	b->amount += dis_event_type(ev)[0] == 'D' ? amount : -amount;
-	return 0;
-}
-
-static const dis_state_def balance_def = {
-	.name = "Balance",
-	.size = sizeof(struct balance),
-	.query = balance_query,
-	.mutate = balance_mutate,
-};
+/* ---- the account domain (tests/balance.h) ---- */
 
 struct move {
 	int64_t amount; /* > 0 deposit, < 0 withdrawal */
@@ -140,7 +98,7 @@ static int move_process(dis_ctx *ctx, const void *const *states,
 		return dis_ctx_fail(ctx, 1, "insufficient funds");
 	rc = dis_ctx_emit(ctx, m->amount < 0 ? "Withdrawn" : "Deposited", &ev);
 	if (!rc)
-		rc = dis_event_set_string(ev, "account_id", b->id);
+		rc = dis_event_set_string(ev, "account_id", b->account);
 	if (!rc)
 		rc = dis_event_set_long(ev, "amount",
 					m->amount < 0 ? -m->amount : m->amount);
@@ -156,8 +114,8 @@ static dis_decision *new_move(const char *id, int64_t amount)
 
 	if (dis_decision_new(schema, "Move", move_process, &m, sizeof(m), &d))
 		die("decision", "out of memory");
-	init.id = dis_decision_strdup(d, id);
-	if (!init.id || dis_decision_add_state(d, &balance_def, &init))
+	init.account = dis_decision_strdup(d, id);
+	if (!init.account || dis_decision_add_state(d, &balance_state, &init))
 		die("decision", dis_decision_errmsg(d));
 	return d;
 }
@@ -241,15 +199,14 @@ static int op_raw(worker *w, const char *acct)
 
 static int op_append(worker *w, const char *acct)
 {
+	struct balance account = {acct, 0};
 	dis_query *q;
-	dis_filter *f;
 	dis_event *ev;
 	int rc;
 
+	/* Validation: the account's events, as a decision on it reads. */
 	dis_query_new(schema, &q);
-	dis_query_add_filter(q, &f);
-	dis_filter_stream(f, "Account");
-	dis_filter_where_string(f, "account_id", acct);
+	balance_query(&account, q);
 	dis_event_new(schema, "Deposited", &ev);
 	dis_event_set_string(ev, "account_id", acct);
 	dis_event_set_long(ev, "amount", 10);

@@ -74,13 +74,6 @@ static void on_term(int sig)
 
 /* ---- the writers ---- */
 
-static const dis_state_def balance_def = {
-	.name = "Balance",
-	.size = sizeof(struct balance),
-	.query = balance_query,
-	.mutate = balance_mutate,
-};
-
 struct move {
 	const char *type;
 	int64_t amount;
@@ -168,7 +161,7 @@ static int writer_main(int w)
 				     &d))
 			return 3;
 		dis_maker_set_retry(mk, 8, 1000, 50000);
-		if (dis_decision_add_state(d, &balance_def, &init))
+		if (dis_decision_add_state(d, &balance_state, &init))
 			return 3;
 		rc = dis_maker_make(mk, d);
 		if (rc == 0) {
