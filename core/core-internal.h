@@ -189,6 +189,8 @@ struct pg_result;
  * while `res` is: free *out only when it is not *view, and *view at the end.
  * `known`: the row's position when the caller read it already, or NULL.
  */
+/* The position in binary columns col (event_id) and col + 1 (tx). */
+dis_position dis__row_position(const struct pg_result *res, int row, int col);
 int dis__store_event_view_row(dis_store *store, const struct pg_result *res,
 			      int row, int col, const dis_position *known,
 			      dis_event **view, dis_event **out);

@@ -984,6 +984,15 @@ int dis_store_migrate(dis_store *s)
 
 /* ---- reading events ---- */
 
+dis_position dis__row_position(const PGresult *res, int row, int col)
+{
+	dis_position p;
+
+	p.id = (int64_t)dis__get_be64(PQgetvalue(res, row, col));
+	p.tx = dis__get_be64(PQgetvalue(res, row, col + 1));
+	return p;
+}
+
 int dis__store_event_view_row(dis_store *s, const PGresult *res, int row,
 			      int col, const dis_position *known,
 			      dis_event **view, dis_event **out)
@@ -1001,12 +1010,7 @@ int dis__store_event_view_row(dis_store *s, const PGresult *res, int row,
 	if (PQfformat(res, col) != 1 || PQfformat(res, col + 3) != 1)
 		return dis__store_fail(s, DIS_EINVAL,
 				       "event rows must be read in binary");
-	if (known) {
-		pos = *known;
-	} else {
-		pos.id = (int64_t)dis__get_be64(PQgetvalue(res, row, col));
-		pos.tx = dis__get_be64(PQgetvalue(res, row, col + 1));
-	}
+	pos = known ? *known : dis__row_position(res, row, col);
 	id = pos.id;
 	type = PQgetvalue(res, row, col + 2);
 	payload = (const unsigned char *)PQgetvalue(res, row, col + 3);
@@ -1222,8 +1226,7 @@ int dis__read_result(const PGresult *res, size_t limit, dis_position from,
 		if (PQgetisnull(res, r, 1))
 			return DIS_EPG;
 		rows++;
-		p.id = (int64_t)dis__get_be64(PQgetvalue(res, r, 1));
-		p.tx = dis__get_be64(PQgetvalue(res, r, 2));
+		p = dis__row_position(res, r, 1);
 		if (dis_position_cmp(p, last) <= 0)
 			return DIS_EPG;
 		last = p;
@@ -1731,10 +1734,8 @@ int dis__append_result(dis_store *s, const PGresult *res, const dis__append *a,
 				       PQntuples(res), n);
 	}
 	for (size_t i = 0; i < n; i++) {
-		dis_position pos;
+		dis_position pos = dis__row_position(res, (int)i, 0);
 
-		pos.id = (int64_t)dis__get_be64(PQgetvalue(res, (int)i, 0));
-		pos.tx = dis__get_be64(PQgetvalue(res, (int)i, 1));
 		dis__event_set_stored(events[i], pos.id, pos);
 		if (ids_out)
 			ids_out[i] = pos.id;

@@ -139,7 +139,8 @@ static void read_in(dis__listener *l, PGresult *res)
 		pump(l);
 		return;
 	}
-	if (!res || dis__read_result(res, l->ahead_rows, r->from, &n, &r->end)) {
+	if (!res ||
+	    dis__read_result(res, l->ahead_rows, r->from, &n, &r->end)) {
 		PQclear(res);
 		read_failed(l);
 		return;
@@ -259,13 +260,9 @@ bool dis__ahead_take(dis__listener *l, dis__ahead_slice *out, bool *pending)
 	r->served += n;
 	/* The read's end (past the barrier when it was short) after its
 	 * last row; else the position of the slice's last row. */
-	if (r->served == r->nrows) {
-		r->at = r->end;
-	} else {
-		r->at.id = (int64_t)dis__get_be64(
-			PQgetvalue(r->res, r->served - 1, 1));
-		r->at.tx = dis__get_be64(PQgetvalue(r->res, r->served - 1, 2));
-	}
+	r->at = r->served == r->nrows
+			? r->end
+			: dis__row_position(r->res, r->served - 1, 1);
 	out->next = r->at;
 	if (r->served == r->nrows) {
 		/* Taken whole: held until the batch is over. */

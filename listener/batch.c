@@ -739,16 +739,6 @@ static void event_failed(dis__listener *l, int idx, dis_position pos, int code,
 	}
 }
 
-/* Row r's event id, position and type (binary columns from 1). */
-static dis_position row_pos(const PGresult *res, int r)
-{
-	dis_position p;
-
-	p.id = (int64_t)dis__get_be64(PQgetvalue(res, r, 1));
-	p.tx = dis__get_be64(PQgetvalue(res, r, 2));
-	return p;
-}
-
 /*
  * Writes the dead letter of row r inside the batch (blocking call).
  * Returns 0 or DIS_EPG (the transaction is then aborted).
@@ -756,7 +746,7 @@ static dis_position row_pos(const PGresult *res, int r)
 static int dead_letter(dis__listener *l, PGconn *conn, int r, const char *error,
 		       uint32_t attempts, bool skip)
 {
-	dis_position p = row_pos(l->rows, l->row0 + r);
+	dis_position p = dis__row_position(l->rows, l->row0 + r, 1);
 	char id[24], tx[24], att[16];
 	const char *v[7] = {l->id,
 			    id,
@@ -1069,7 +1059,7 @@ static void handle(dis__listener *l)
 		clear_failure(l);
 	}
 	for (i = 0; i < l->nrows; i++) {
-		dis_position pos = row_pos(l->rows, l->row0 + i);
+		dis_position pos = dis__row_position(l->rows, l->row0 + i, 1);
 		PGTransactionStatusType ts;
 		dis_event *ev;
 
@@ -1174,9 +1164,9 @@ static void handle(dis__listener *l)
 		queue_sync(l, conn);
 	take_queue_failure(l, &ff);
 	if (ff.idx >= 0 && l->fail != DIS__F_INFRA)
-		event_failed(l, ff.idx, row_pos(l->rows, l->row0 + ff.idx),
-			     ff.code,
-			     ff.msg, ff.poison);
+		event_failed(l, ff.idx,
+			     dis__row_position(l->rows, l->row0 + ff.idx, 1),
+			     ff.code, ff.msg, ff.poison);
 out:
 	if (rt->free_requested)
 		return;
