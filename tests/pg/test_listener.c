@@ -1035,6 +1035,17 @@ static bool seen_n(void *arg)
 	return s->n >= s->goal;
 }
 
+/* Adds listener `id` over the cart query, recording into `s`. */
+static void add_recorder(fixture *f, const char *id, seen_ids *s,
+			 const dis_listener_config *cfg)
+{
+	dis_query *q = tl_cart_query(f->schema);
+
+	assert_int_equal(
+		dis_runtime_add_listener(f->rt, id, q, record_id, s, cfg), 0);
+	dis_query_free(q);
+}
+
 static int64_t *event_ids(fixture *f, int *n)
 {
 	PGresult *r = PQexec(f->conn, "SELECT event_id FROM event "
@@ -1066,7 +1077,6 @@ static void test_read_ahead_catch_up(void **state)
 	assert_int_equal(nev, 600);
 	for (int off = 0; off < 2; off++) {
 		seen_ids *s = calloc(1, sizeof(*s));
-		dis_query *q = tl_cart_query(f->schema);
 		dis_listener_config cfg = poller(20, true);
 		char id[16];
 		dis_listener_stats st;
@@ -1076,10 +1086,7 @@ static void test_read_ahead_catch_up(void **state)
 		cfg.fetch_size = 20;
 		cfg.read_ahead = !off;
 		snprintf(id, sizeof(id), "ahead%d", off);
-		assert_int_equal(dis_runtime_add_listener(f->rt, id, q,
-							  record_id, s, &cfg),
-				 0);
-		dis_query_free(q);
+		add_recorder(f, id, s, &cfg);
 		if (!off)
 			assert_int_equal(dis_runtime_start(f->rt), 0);
 		assert_true(tl_run_until(f->base, seen_n, s, 20000));
@@ -1117,7 +1124,6 @@ static void test_read_ahead_reset(void **state)
 {
 	fixture *f = *state;
 	seen_ids *s = calloc(1, sizeof(*s));
-	dis_query *q = tl_cart_query(f->schema);
 	dis_listener_config cfg = poller(20, true);
 	int nev, k;
 	int64_t *ids;
@@ -1127,10 +1133,7 @@ static void test_read_ahead_reset(void **state)
 	cfg.fetch_size = 10;
 	s->reset_at = ids[54];
 	s->job = (reset_job){f, "carts", DIS_POSITION_START, -100, 0};
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q, record_id,
-						  s, &cfg),
-			 0);
-	dis_query_free(q);
+	add_recorder(f, "carts", s, &cfg);
 	assert_int_equal(dis_runtime_start(f->rt), 0);
 	assert_true(tl_run_until(f->base, reset_done, &s->job, 20000));
 	pthread_join(s->t, NULL);
@@ -1166,7 +1169,6 @@ static void test_read_ahead_poison(void **state)
 {
 	fixture *f = *state;
 	seen_ids *s = calloc(1, sizeof(*s));
-	dis_query *q = tl_cart_query(f->schema);
 	dis_listener_config cfg = poller(20, true);
 	int nev, k = 0;
 	int64_t *ids, bad;
@@ -1181,10 +1183,7 @@ static void test_read_ahead_poison(void **state)
 	cfg.on_poison = DIS_POISON_DEAD_LETTER;
 	s->reset_at = -1;
 	s->goal = nev - 1;
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q, record_id,
-						  s, &cfg),
-			 0);
-	dis_query_free(q);
+	add_recorder(f, "carts", s, &cfg);
 	assert_int_equal(dis_runtime_start(f->rt), 0);
 	assert_true(tl_run_until(f->base, seen_n, s, 20000));
 	tl_run_for(f->base, 100);
