@@ -412,9 +412,10 @@ int dis__avro_scan_plan(const dis__scan_op *ops, size_t n, const void *data,
 				const unsigned char *q = s.p + 1;
 				size_t j = 0;
 
-				while (t == AVRO_STRING && j < k && q[j] < 0x80)
-					j++;
-				if (j == k || t == AVRO_BYTES) {
+				if (t == AVRO_STRING)
+					while (j < k && q[j] < 0x80)
+						j++;
+				if (t == AVRO_BYTES || j == k) {
 					s.p = q + k;
 					continue;
 				}
