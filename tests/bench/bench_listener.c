@@ -8,7 +8,9 @@
  *            no-op handler and with a handler writing one read-model row
  *            per event in the batch transaction, next to the raw keyset
  *            SELECT rate of the same rows in the same run (raw and no-op
- *            in three turns, the best of each); the process RSS after 100k
+ *            in three turns, the best of each), each with this process's
+ *            CPU time per row (the client's share; the rest of the wall
+ *            time is the server's and waiting); the process RSS after 100k
  *            and after N events of the last no-op run. DIS_BENCH_FETCH
  *            sets the batch size of both (default 1000).
  *
@@ -34,6 +36,15 @@ static long rss_kb(void)
 		rss = 0;
 	fclose(f);
 	return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* CPU seconds of this process (all threads). */
+static double cpu_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -330,12 +341,12 @@ static void fill(PGconn *c, dis_store *st, const dis_schema *s, long n)
 }
 
 /* Reads every row by keyset, fetch rows at a time, like the listener. */
-static double raw_keyset(PGconn *c, long n, int fetch)
+static double raw_keyset(PGconn *c, long n, int fetch, double *cpu_us)
 {
 	char tx[24] = "0", id[24] = "0", lim[16];
 	const char *v[3] = {tx, id, lim};
 	long rows = 0;
-	double t0 = tl_now();
+	double t0 = tl_now(), c0 = cpu_now();
 
 	snprintf(lim, sizeof(lim), "%d", fetch);
 	for (;;) {
@@ -373,6 +384,7 @@ static double raw_keyset(PGconn *c, long n, int fetch)
 	}
 	if (rows != n)
 		fprintf(stderr, "raw: read %ld rows, expected %ld\n", rows, n);
+	*cpu_us = (cpu_now() - c0) * 1e6 / (double)(rows ? rows : 1);
 	return (double)rows / (tl_now() - t0);
 }
 
@@ -466,7 +478,8 @@ static bool all_committed(void *arg)
 
 static double run_catchup(const char *conninfo, const dis_schema *schema,
 			  const char *id, int kind, long n, int fetch,
-			  long *rss100k, long *rss_end, double *batch_ms)
+			  long *rss100k, long *rss_end, double *batch_ms,
+			  double *cpu_us)
 {
 	dis_query *q = tl_cart_query(schema);
 	dis_listener_config cfg;
@@ -479,7 +492,7 @@ static double run_catchup(const char *conninfo, const dis_schema *schema,
 	committed w = {rt, n};
 	dis_listener_stats *st;
 	size_t k;
-	double t0, rate;
+	double t0, c0, rate;
 
 	dis_listener_config_init(&cfg);
 	cfg.fetch_size = (uint32_t)fetch;
@@ -487,10 +500,12 @@ static double run_catchup(const char *conninfo, const dis_schema *schema,
 	dis_runtime_add_listener(rt, id, q, fn, &c, &cfg);
 	dis_query_free(q);
 	t0 = tl_now();
+	c0 = cpu_now();
 	dis_runtime_start(rt);
 	if (!tl_run_until(base, all_committed, &w, 600000))
 		fprintf(stderr, "catch-up %s: timed out at %ld\n", id, c.seen);
 	rate = (double)n / (tl_now() - t0);
+	*cpu_us = (cpu_now() - c0) * 1e6 / (double)n;
 	*rss100k = c.rss_100k;
 	*rss_end = rss_kb();
 	dis_runtime_stats(rt, &st, &k);
@@ -515,6 +530,7 @@ static void bench_catchup(long n)
 					      : 1000;
 	long r100 = 0, rend = 0, p100 = 0, pend = 0, q100 = 0, qend = 0;
 	double raw, noop, proj, pipe, noop_ms, proj_ms, pipe_ms;
+	double raw_cpu = 0, noop_cpu = 0, proj_cpu = 0, pipe_cpu = 0;
 	bool skip;
 
 	if (fetch < 1)
@@ -532,19 +548,24 @@ static void bench_catchup(long n)
 	raw = noop = noop_ms = 0;
 	for (int r = 0; r < CATCHUP_ROUNDS; r++) {
 		char id[16];
-		double x, ms;
+		double x, ms, cpu;
 
-		raw = fmax(raw, raw_keyset(c, n, fetch));
+		x = raw_keyset(c, n, fetch, &cpu);
+		if (x > raw) {
+			raw = x;
+			raw_cpu = cpu;
+		}
 		snprintf(id, sizeof(id), "noop%d", r);
 		x = run_catchup(conninfo, schema, id, NOOP, n, fetch, &r100,
-				&rend, &ms);
+				&rend, &ms, &cpu);
 		if (x > noop) {
 			noop = x;
 			noop_ms = ms;
+			noop_cpu = cpu;
 		}
 	}
 	pipe = run_catchup(conninfo, schema, "pipelined", PROJ_PIPELINED, n,
-			   fetch, &q100, &qend, &pipe_ms);
+			   fetch, &q100, &qend, &pipe_ms, &pipe_cpu);
 	/* DIS_BENCH_SKIP_PQEXEC=1 (tests/bench/run.sh): the blocking
 	 * variant takes minutes over 1M events. */
 	skip = getenv("DIS_BENCH_SKIP_PQEXEC") != NULL;
@@ -552,16 +573,19 @@ static void bench_catchup(long n)
 	if (!skip)
 		proj = run_catchup(conninfo, schema, "projection",
 				   PROJ_BLOCKING, n, fetch, &p100, &pend,
-				   &proj_ms);
+				   &proj_ms, &proj_cpu);
 	printf("catch-up over %ld events, fetch %d:\n", n, fetch);
-	printf("  %-34s %12.0f rows/s\n", "raw keyset SELECT", raw);
-	printf("  %-34s %12.0f events/s (%.1f ms/batch)\n",
-	       "listener, no-op handler", noop, noop_ms);
-	printf("  %-34s %12.0f events/s (%.1f ms/batch)\n",
-	       "listener, row per event, queued", pipe, pipe_ms);
+	printf("  %-34s %12.0f rows/s (%.2f us CPU/row)\n", "raw keyset SELECT",
+	       raw, raw_cpu);
+	printf("  %-34s %12.0f events/s (%.1f ms/batch, %.2f us CPU/event)\n",
+	       "listener, no-op handler", noop, noop_ms, noop_cpu);
+	printf("  %-34s %12.0f events/s (%.1f ms/batch, %.2f us CPU/event)\n",
+	       "listener, row per event, queued", pipe, pipe_ms, pipe_cpu);
 	if (!skip)
-		printf("  %-34s %12.0f events/s (%.1f ms/batch)\n",
-		       "listener, row per event, PQexec", proj, proj_ms);
+		printf("  %-34s %12.0f events/s (%.1f ms/batch, %.2f us "
+		       "CPU/event)\n",
+		       "listener, row per event, PQexec", proj, proj_ms,
+		       proj_cpu);
 	printf("  %-34s %8ld kB after 100k, %ld kB after %ld\n", "RSS (no-op)",
 	       r100, rend, n);
 	printf("  %-34s %8ld kB after 100k, %ld kB after %ld\n",
