@@ -64,6 +64,11 @@ char *dis__buf_take(dis__buf *b);
 
 char *dis__strdup(const char *s);
 uint64_t dis__hash64(const void *data, size_t len, uint64_t seed);
+/* The same hash over pieces: end(add(add(start(seed), a), b)) equals
+ * dis__hash64 of a and b concatenated. */
+uint64_t dis__hash64_start(uint64_t seed);
+uint64_t dis__hash64_add(uint64_t h, const void *data, size_t len);
+uint64_t dis__hash64_end(uint64_t h);
 
 /* Canonical lower-case 8-4-4-4-12 form of a UUID text (36 chars + NUL);
  * DIS_EINVAL when `in` is not one. */

@@ -752,9 +752,17 @@ int dis__sql_bind(dis__sql *s, const char *value)
 void dis__sql_param(dis__sql *s, const char *value)
 {
 	int n = dis__sql_bind(s, value);
+	char text[16];
+	size_t k = sizeof(text);
 
-	if (n)
-		dis__sql_printf(s, "$%d", n);
+	if (!n)
+		return;
+	/* By hand: statements take many placeholders, each a printf. */
+	do
+		text[--k] = (char)('0' + n % 10);
+	while ((n /= 10) > 0);
+	text[--k] = '$';
+	dis__buf_append(&s->text, text + k, sizeof(text) - k);
 }
 
 void dis__sql_param_i64(dis__sql *s, int64_t value)
@@ -959,18 +967,18 @@ typedef struct keyset {
 	bool oom;
 } keyset;
 
+/* The key of type, or of type NUL id NUL value, hashed in pieces. */
 static void key_add(keyset *k, const char *type, const char *id,
 		    const char *value)
 {
-	dis__buf b;
+	uint64_t h = dis__hash64_start(0x646973);
 
-	dis__buf_init(&b);
-	dis__buf_puts(&b, type);
+	h = dis__hash64_add(h, type, strlen(type));
 	if (id) {
-		dis__buf_append(&b, "", 1);
-		dis__buf_puts(&b, id);
-		dis__buf_append(&b, "", 1);
-		dis__buf_puts(&b, value);
+		h = dis__hash64_add(h, "", 1);
+		h = dis__hash64_add(h, id, strlen(id));
+		h = dis__hash64_add(h, "", 1);
+		h = dis__hash64_add(h, value, strlen(value));
 	}
 	if (k->n == k->cap) {
 		size_t cap = k->cap ? k->cap * 2 : 8;
@@ -978,20 +986,12 @@ static void key_add(keyset *k, const char *type, const char *id,
 
 		if (!p) {
 			k->oom = true;
-			dis__buf_free(&b);
 			return;
 		}
 		k->keys = p;
 		k->cap = cap;
 	}
-	if (b.oom) {
-		k->oom = true;
-	} else {
-		uint64_t h = dis__hash64(b.data, b.len, 0x646973);
-
-		k->keys[k->n++] = (int64_t)h;
-	}
-	dis__buf_free(&b);
+	k->keys[k->n++] = (int64_t)dis__hash64_end(h);
 }
 
 /* The text form of an id value used in lock keys. */

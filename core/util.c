@@ -131,21 +131,36 @@ char *dis__strdup(const char *s)
 }
 
 /* FNV-1a 64 with a final avalanche (splitmix64 finalizer). */
-uint64_t dis__hash64(const void *data, size_t len, uint64_t seed)
+uint64_t dis__hash64_start(uint64_t seed)
+{
+	return 0xcbf29ce484222325ULL ^ seed;
+}
+
+uint64_t dis__hash64_add(uint64_t h, const void *data, size_t len)
 {
 	const unsigned char *p = data;
-	uint64_t h = 0xcbf29ce484222325ULL ^ seed;
 
 	for (size_t i = 0; i < len; i++) {
 		h ^= p[i];
 		h *= 0x100000001b3ULL;
 	}
+	return h;
+}
+
+uint64_t dis__hash64_end(uint64_t h)
+{
 	h ^= h >> 30;
 	h *= 0xbf58476d1ce4e5b9ULL;
 	h ^= h >> 27;
 	h *= 0x94d049bb133111ebULL;
 	h ^= h >> 31;
 	return h;
+}
+
+uint64_t dis__hash64(const void *data, size_t len, uint64_t seed)
+{
+	return dis__hash64_end(
+		dis__hash64_add(dis__hash64_start(seed), data, len));
 }
 
 static int hexval(int c)

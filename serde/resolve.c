@@ -57,19 +57,39 @@ static int ravro(struct rctx *c, int rc)
 	return rfail(c, "%s", avro_strerror());
 }
 
+/* Appends what fits of `s` to the path. */
+static void rput(struct rctx *c, const char *s, size_t n)
+{
+	size_t room = sizeof(c->path) - 1 - c->plen;
+
+	if (n > room)
+		n = room;
+	memcpy(c->path + c->plen, s, n);
+	c->plen += n;
+	c->path[c->plen] = '\0';
+}
+
+/* Steps into `name` (or element `index`); formatted by hand: every value
+ * resolved takes a step, an error message rarely reads it. */
 static size_t rpath(struct rctx *c, const char *name, size_t index)
 {
 	size_t saved = c->plen;
-	size_t room = sizeof(c->path) - c->plen;
-	int n;
 
-	if (name)
-		n = snprintf(c->path + c->plen, room, "%s%s",
-			     c->plen ? "." : "", name);
-	else
-		n = snprintf(c->path + c->plen, room, "[%zu]", index);
-	if (n > 0)
-		c->plen += (size_t)n < room ? (size_t)n : room - 1;
+	if (name) {
+		if (c->plen)
+			rput(c, ".", 1);
+		rput(c, name, strlen(name));
+	} else {
+		char digits[24];
+		size_t k = sizeof(digits);
+
+		digits[--k] = ']';
+		do
+			digits[--k] = (char)('0' + index % 10);
+		while ((index /= 10) > 0);
+		digits[--k] = '[';
+		rput(c, digits + k, sizeof(digits) - k);
+	}
 	return saved;
 }
 

@@ -318,6 +318,37 @@ static void test_lock_keys_meet(void **state)
 	dis_event_free(other);
 }
 
+/*
+ * Lock keys are shared by every process appending to one store, of
+ * whatever version: they must not change. Pinned to values computed
+ * from their definition (the seeded FNV-1a + finalizer of type NUL id NUL
+ * value, or of the type alone).
+ */
+static void test_lock_keys_stable(void **state)
+{
+	dis_query *q;
+	dis_filter *f;
+	dis_event *ev = deposited("a1");
+	int64_t *qk, *ek;
+	size_t nq, ne;
+
+	(void)state;
+	assert_int_equal(dis_query_new(schema, &q), 0);
+	assert_int_equal(dis_query_add_filter(q, &f), 0);
+	assert_int_equal(dis_filter_type(f, "Deposited"), 0);
+	assert_int_equal(dis_filter_where_string(f, "account_id", "a1"), 0);
+	assert_int_equal(dis__query_lock_keys(q, &qk, &nq), 0);
+	assert_int_equal(nq, 1);
+	assert_int_equal(qk[0], INT64_C(6068296284403033490));
+	assert_int_equal(dis__event_lock_keys(ev, &ek, &ne), 0);
+	assert_true(has_key(ek, ne, INT64_C(6068296284403033490)));
+	assert_true(has_key(ek, ne, INT64_C(7293692999875980389)));
+	free(qk);
+	free(ek);
+	dis_query_free(q);
+	dis_event_free(ev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -327,6 +358,7 @@ int main(void)
 		cmocka_unit_test(test_sql_binds_values),
 		cmocka_unit_test(test_describe_canonical),
 		cmocka_unit_test(test_lock_keys_meet),
+		cmocka_unit_test(test_lock_keys_stable),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
