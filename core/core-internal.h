@@ -63,6 +63,8 @@ const char *dis__buf_cstr(dis__buf *b);
 char *dis__buf_take(dis__buf *b);
 
 char *dis__strdup(const char *s);
+/* Decimal text of `v` (no printf: for hot paths); returns its length. */
+size_t dis__utoa(uint64_t v, char out[21]);
 uint64_t dis__hash64(const void *data, size_t len, uint64_t seed);
 /* The same hash over pieces: end(add(add(start(seed), a), b)) equals
  * dis__hash64 of a and b concatenated. */

@@ -752,17 +752,12 @@ int dis__sql_bind(dis__sql *s, const char *value)
 void dis__sql_param(dis__sql *s, const char *value)
 {
 	int n = dis__sql_bind(s, value);
-	char text[16];
-	size_t k = sizeof(text);
+	char text[22] = "$";
 
-	if (!n)
-		return;
-	/* By hand: statements take many placeholders, each a printf. */
-	do
-		text[--k] = (char)('0' + n % 10);
-	while ((n /= 10) > 0);
-	text[--k] = '$';
-	dis__buf_append(&s->text, text + k, sizeof(text) - k);
+	/* Not printf: statements take many placeholders. */
+	if (n)
+		dis__buf_append(&s->text, text,
+				1 + dis__utoa((uint64_t)n, text + 1));
 }
 
 void dis__sql_param_i64(dis__sql *s, int64_t value)

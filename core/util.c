@@ -131,6 +131,20 @@ char *dis__strdup(const char *s)
 }
 
 /* FNV-1a 64 with a final avalanche (splitmix64 finalizer). */
+size_t dis__utoa(uint64_t v, char out[21])
+{
+	char tmp[20];
+	size_t k = sizeof(tmp), n;
+
+	do
+		tmp[--k] = (char)('0' + v % 10);
+	while ((v /= 10) > 0);
+	n = sizeof(tmp) - k;
+	memcpy(out, tmp + k, n);
+	out[n] = '\0';
+	return n;
+}
+
 uint64_t dis__hash64_start(uint64_t seed)
 {
 	return 0xcbf29ce484222325ULL ^ seed;

@@ -80,15 +80,11 @@ static size_t rpath(struct rctx *c, const char *name, size_t index)
 			rput(c, ".", 1);
 		rput(c, name, strlen(name));
 	} else {
-		char digits[24];
-		size_t k = sizeof(digits);
+		char digits[21];
 
-		digits[--k] = ']';
-		do
-			digits[--k] = (char)('0' + index % 10);
-		while ((index /= 10) > 0);
-		digits[--k] = '[';
-		rput(c, digits + k, sizeof(digits) - k);
+		rput(c, "[", 1);
+		rput(c, digits, dis__utoa(index, digits));
+		rput(c, "]", 1);
 	}
 	return saved;
 }

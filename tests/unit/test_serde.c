@@ -419,6 +419,10 @@ static const char *V5 =
 	" {\"name\":\"kind\",\"type\":{\"type\":\"enum\",\"name\":\"Kind\","
 	"  \"symbols\":[\"WIRE\",\"OTHER\"],\"default\":\"OTHER\"}}]}]";
 
+static const char *V6 =
+	"[{\"type\":\"record\",\"name\":\"Deposited\",\"fields\":["
+	" {\"name\":\"list\",\"type\":{\"type\":\"array\",\"items\":\"int\"}}]}]";
+
 static const char *OLD_PAYLOAD =
 	"{\"account_id\":\"acc\",\"amount\":-5,\"legacy\":\"gone\","
 	"\"kind\":\"CASH\",\"money\":{\"cents\":250},\"ratio\":0.5,"
@@ -496,7 +500,7 @@ static void test_evolution_errors(void **state)
 	char err[DIS_ERRMSG_LEN];
 	dis_schema *v1 = dt_schema(V1), *v2 = dt_schema(V2);
 	dis_schema *v3 = dt_schema(V3), *v4 = dt_schema(V4);
-	dis_schema *v5 = dt_schema(V5);
+	dis_schema *v5 = dt_schema(V5), *v6 = dt_schema(V6);
 	dis_event *old = from_json(v1, "Deposited", OLD_PAYLOAD), *ev;
 	const char *s;
 	dis__buf b;
@@ -535,11 +539,25 @@ static void test_evolution_errors(void **state)
 				    "be read as the reader's int"));
 	dis__buf_free(&b);
 	dis_event_free(old);
+	/* the path names the element */
+	old = from_json(v2, "Deposited",
+			"{\"account_id\":\"a\",\"amount\":1,\"kind\":\"CARD\","
+			"\"money\":{\"cents\":1},\"ratio\":1,\"blob\":\"\","
+			"\"text\":\"\",\"maybe\":null,\"opt\":null,"
+			"\"list\":[1,2,3,4,5,6,7,8,9,10,11]}");
+	encode(old, &b);
+	assert_int_equal(decode(v6, v2, "Deposited", b.data, b.len, &ev, err),
+			 DIS_ESERDE);
+	assert_non_null(strstr(err, "field list[0]: the writer's long cannot "
+				    "be read as the reader's int"));
+	dis__buf_free(&b);
+	dis_event_free(old);
 	dis_schema_free(v1);
 	dis_schema_free(v2);
 	dis_schema_free(v3);
 	dis_schema_free(v4);
 	dis_schema_free(v5);
+	dis_schema_free(v6);
 }
 
 int main(void)
