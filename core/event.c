@@ -645,6 +645,30 @@ int dis_event_set_null(dis_event *ev, const char *field)
 
 /* ---- getters ---- */
 
+/*
+ * A number or boolean field of an event not decoded yet, read from its
+ * binary without decoding the rest (a mutate or a projection reading an
+ * amount must not pay for a generic value of the whole record). 1 when it
+ * takes the decoding path: not lazy, no such field, another type.
+ */
+static int lazy_number(const dis_event *ev, const char *field,
+		       dis__avro_number *out)
+{
+	const dis__scan_op *ops;
+	size_t n;
+	int idx;
+
+	if (!ev || !ev->lazy || !field)
+		return 1;
+	ops = dis__schema_type_plan(ev->schema, ev->type, &n);
+	idx = avro_schema_record_field_get_index(
+		dis__schema_type_avro(ev->schema, ev->type), field);
+	if (!ops || idx < 0)
+		return 1;
+	return dis__avro_field_number(ops, n, (size_t)idx, ev->raw, ev->rawlen,
+				      out);
+}
+
 /* The field's value, through a union's current branch. */
 static int current(const dis_event *ev, const char *field, avro_value_t *out,
 		   avro_schema_t *schema)
@@ -697,8 +721,16 @@ int dis_event_get_long(const dis_event *ev, const char *field, int64_t *value)
 {
 	avro_value_t v;
 	avro_schema_t a;
+	dis__avro_number num;
 	int32_t i;
-	int rc = current(ev, field, &v, &a);
+	int rc;
+
+	if (value && !lazy_number(ev, field, &num) &&
+	    (num.type == AVRO_INT64 || num.type == AVRO_INT32)) {
+		*value = num.l;
+		return 0;
+	}
+	rc = current(ev, field, &v, &a);
 
 	if (rc)
 		return rc;
@@ -719,9 +751,18 @@ int dis_event_get_int(const dis_event *ev, const char *field, int32_t *value)
 {
 	avro_value_t v;
 	avro_schema_t a;
+	dis__avro_number num;
 	int64_t l;
-	int rc = current(ev, field, &v, &a);
+	int rc;
 
+	if (value && !lazy_number(ev, field, &num) &&
+	    (num.type == AVRO_INT32 ||
+	     (num.type == AVRO_INT64 && num.l >= INT32_MIN &&
+	      num.l <= INT32_MAX))) {
+		*value = (int32_t)num.l;
+		return 0;
+	}
+	rc = current(ev, field, &v, &a);
 	if (rc)
 		return rc;
 	if (!value)
@@ -742,8 +783,16 @@ int dis_event_get_double(const dis_event *ev, const char *field, double *value)
 {
 	avro_value_t v;
 	avro_schema_t a;
+	dis__avro_number num;
 	float f;
-	int rc = current(ev, field, &v, &a);
+	int rc;
+
+	if (value && !lazy_number(ev, field, &num) &&
+	    (num.type == AVRO_DOUBLE || num.type == AVRO_FLOAT)) {
+		*value = num.d;
+		return 0;
+	}
+	rc = current(ev, field, &v, &a);
 
 	if (rc)
 		return rc;
@@ -764,8 +813,15 @@ int dis_event_get_boolean(const dis_event *ev, const char *field, bool *value)
 {
 	avro_value_t v;
 	avro_schema_t a;
-	int b, rc = current(ev, field, &v, &a);
+	dis__avro_number num;
+	int b, rc;
 
+	if (value && !lazy_number(ev, field, &num) &&
+	    num.type == AVRO_BOOLEAN) {
+		*value = num.l != 0;
+		return 0;
+	}
+	rc = current(ev, field, &v, &a);
 	if (rc)
 		return rc;
 	if (!value || !is_avro_boolean(a))

@@ -383,6 +383,42 @@ int dis__scan_plan_build(avro_schema_t record, dis__scan_op **ops,
 	return 0;
 }
 
+/* One field of a plan: checked, and stepped over. */
+static int scan_field(struct scan *s, const dis__scan_op *op)
+{
+	avro_type_t t = op->type;
+	int rc;
+
+	/*
+	 * Most fields: a number or a length in one varint byte, and
+	 * (strings) ASCII text; anything else takes the full path.
+	 */
+	if (s->p != s->end && !(*s->p & 0x81)) {
+		size_t k = *s->p >> 1;
+
+		if (t == AVRO_INT64 || t == AVRO_INT32) {
+			s->p++;
+			return 0;
+		}
+		if ((t == AVRO_STRING || t == AVRO_BYTES) && k < left(s)) {
+			const unsigned char *q = s->p + 1;
+			size_t j = 0;
+
+			if (t == AVRO_STRING)
+				while (j < k && q[j] < 0x80)
+					j++;
+			if (t == AVRO_BYTES || j == k) {
+				s->p = q + k;
+				return 0;
+			}
+		}
+	}
+	rc = scan_leaf(s, t, op->schema);
+	if (rc == 1)
+		rc = scan_value(s, op->schema, 1);
+	return rc;
+}
+
 int dis__avro_scan_plan(const dis__scan_op *ops, size_t n, const void *data,
 			size_t len, char *err, size_t errlen)
 {
@@ -393,41 +429,80 @@ int dis__avro_scan_plan(const dis__scan_op *ops, size_t n, const void *data,
 	s.steps = 1 + n; /* the record and its fields */
 	if (s.steps > s.max_steps)
 		return sfail(&s, "the data holds too many values for its size");
-	for (size_t i = 0; i < n; i++) {
-		avro_type_t t = ops[i].type;
-
-		/*
-		 * Most fields: a number or a length in one varint byte, and
-		 * (strings) ASCII text; anything else takes the full path.
-		 */
-		if (s.p != s.end && !(*s.p & 0x81)) {
-			size_t k = *s.p >> 1;
-
-			if (t == AVRO_INT64 || t == AVRO_INT32) {
-				s.p++;
-				continue;
-			}
-			if ((t == AVRO_STRING || t == AVRO_BYTES) &&
-			    k < left(&s)) {
-				const unsigned char *q = s.p + 1;
-				size_t j = 0;
-
-				if (t == AVRO_STRING)
-					while (j < k && q[j] < 0x80)
-						j++;
-				if (t == AVRO_BYTES || j == k) {
-					s.p = q + k;
-					continue;
-				}
-			}
-		}
-		rc = scan_leaf(&s, t, ops[i].schema);
-		if (rc == 1)
-			rc = scan_value(&s, ops[i].schema, 1);
-		if (rc)
+	for (size_t i = 0; i < n; i++)
+		if ((rc = scan_field(&s, &ops[i])))
 			return rc;
-	}
 	return scan_end(&s);
+}
+
+/* Little-endian bytes (Avro's float and double). */
+static uint64_t get_le(const unsigned char *p, size_t n)
+{
+	uint64_t v = 0;
+
+	while (n-- > 0)
+		v = (v << 8) | p[n];
+	return v;
+}
+
+int dis__avro_field_number(const dis__scan_op *ops, size_t n, size_t idx,
+			   const void *data, size_t len, dis__avro_number *out)
+{
+	char err[DIS_ERRMSG_LEN];
+	struct scan s;
+	avro_schema_t a;
+	avro_type_t t;
+	int64_t v;
+
+	if (idx >= n)
+		return 1;
+	scan_init(&s, data, len, err, sizeof(err));
+	s.steps = 1 + n;
+	for (size_t i = 0; i < idx; i++)
+		if (scan_field(&s, &ops[i]))
+			return 1;
+	a = ops[idx].schema;
+	t = ops[idx].type;
+	if (t == AVRO_UNION) {
+		if (varint(&s, &v, "union index") || v < 0 ||
+		    (uint64_t)v >= avro_schema_union_size(a))
+			return 1;
+		a = dis__avro_deref(avro_schema_union_branch(a, (int)v));
+		if (!a)
+			return 1;
+		t = avro_typeof(a);
+	}
+	out->type = t;
+	switch (t) {
+	case AVRO_INT32:
+	case AVRO_INT64: return varint(&s, &out->l, "number") ? 1 : 0;
+	case AVRO_BOOLEAN:
+		if (left(&s) < 1 || *s.p > 1)
+			return 1;
+		out->l = *s.p;
+		return 0;
+	case AVRO_FLOAT: {
+		uint32_t bits;
+		float f;
+
+		if (left(&s) < 4)
+			return 1;
+		bits = (uint32_t)get_le(s.p, 4);
+		memcpy(&f, &bits, 4);
+		out->d = f;
+		return 0;
+	}
+	case AVRO_DOUBLE: {
+		uint64_t bits;
+
+		if (left(&s) < 8)
+			return 1;
+		bits = get_le(s.p, 8);
+		memcpy(&out->d, &bits, 8);
+		return 0;
+	}
+	default: return 1;
+	}
 }
 
 int dis__avro_scan(avro_schema_t schema, const void *data, size_t len,

@@ -133,6 +133,43 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/*
+ * The number and boolean getters, which read a not yet decoded event in
+ * place, give the eager event's results for every field.
+ */
+static void check_numbers(const dis_event *lazy, const dis_event *eager,
+			  const dis_schema *into, const char *type)
+{
+	avro_schema_t rec =
+		dis__schema_type_avro(into, dis__schema_type_index(into, type));
+	size_t n = avro_schema_record_size(rec);
+
+	for (size_t i = 0; i < n; i++) {
+		const char *f = avro_schema_record_field_name(rec, (int)i);
+		int64_t l1 = 0, l2 = 0;
+		int32_t i1 = 0, i2 = 0;
+		double d1 = 0, d2 = 0;
+		bool b1 = false, b2 = false;
+
+		fz_check(dis_event_get_long(lazy, f, &l1) ==
+					 dis_event_get_long(eager, f, &l2) &&
+				 l1 == l2,
+			 "get_long %s differs", f);
+		fz_check(dis_event_get_int(lazy, f, &i1) ==
+					 dis_event_get_int(eager, f, &i2) &&
+				 i1 == i2,
+			 "get_int %s differs", f);
+		fz_check(dis_event_get_double(lazy, f, &d1) ==
+					 dis_event_get_double(eager, f, &d2) &&
+				 (d1 == d2 || (d1 != d1 && d2 != d2)),
+			 "get_double %s differs", f);
+		fz_check(dis_event_get_boolean(lazy, f, &b1) ==
+					 dis_event_get_boolean(eager, f, &b2) &&
+				 b1 == b2,
+			 "get_boolean %s differs", f);
+	}
+}
+
 /* The lazy decoding of the same bytes agrees with the eager one. */
 static void check_lazy(const dis_event *eager, const dis_schema *into,
 		       const char *type, const uint8_t *data, size_t size)
@@ -148,7 +185,9 @@ static void check_lazy(const dis_event *eager, const dis_schema *into,
 	/* A copy made before first use, used after the original is gone. */
 	rc = dis_event_copy(lazy, &copy);
 	fz_check(rc == 0, "copy of a lazy event: %s", dis_strerror(rc));
-	/* First use by a getter, then as a whole. */
+	/* Numbers read in place (the event stays undecoded), then first
+	 * use by a getter, then as a whole. */
+	check_numbers(lazy, eager, into, type);
 	if (dis_schema_id_count(into) > 0) {
 		const char *s;
 

@@ -13,6 +13,7 @@
 
 #include "testutil.h"
 #include "core-internal.h"
+#include "serde-internal.h"
 
 static const char SCHEMA[] =
 	"[{\"type\":\"record\",\"name\":\"Added\",\"fields\":["
@@ -159,6 +160,154 @@ static void test_corrupt(void **state)
 	assert_null(ev);
 }
 
+/* Numbers and booleans of every kind, behind every kind of field. */
+static const char RICH[] =
+	"[{\"type\":\"record\",\"name\":\"Rich\",\"fields\":["
+	" {\"name\":\"s\",\"type\":\"string\"},"
+	" {\"name\":\"arr\",\"type\":{\"type\":\"array\",\"items\":\"long\"}},"
+	" {\"name\":\"m\",\"type\":{\"type\":\"map\",\"values\":\"string\"}},"
+	" {\"name\":\"rec\",\"type\":{\"type\":\"record\",\"name\":\"In\","
+	"  \"fields\":[{\"name\":\"a\",\"type\":\"int\"},"
+	"  {\"name\":\"b\",\"type\":\"string\"}]}},"
+	" {\"name\":\"fx\",\"type\":{\"type\":\"fixed\",\"name\":\"F3\","
+	"  \"size\":3}},"
+	" {\"name\":\"en\",\"type\":{\"type\":\"enum\",\"name\":\"E\","
+	"  \"symbols\":[\"X\",\"Y\"]}},"
+	" {\"name\":\"by\",\"type\":\"bytes\"},"
+	" {\"name\":\"i\",\"type\":\"int\"},"
+	" {\"name\":\"l\",\"type\":\"long\"},"
+	" {\"name\":\"wide\",\"type\":\"long\"},"
+	" {\"name\":\"f\",\"type\":\"float\"},"
+	" {\"name\":\"d\",\"type\":\"double\"},"
+	" {\"name\":\"t\",\"type\":\"boolean\"},"
+	" {\"name\":\"ol\",\"type\":[\"null\",\"long\"]},"
+	" {\"name\":\"on\",\"type\":[\"null\",\"long\"]},"
+	" {\"name\":\"od\",\"type\":[\"double\",\"null\"]},"
+	" {\"name\":\"os\",\"type\":[\"null\",\"string\"]},"
+	" {\"name\":\"z\",\"type\":\"int\"}]}]";
+
+static const char RICH_JSON[] =
+	"{\"s\":\"h\\u00e9llo, a string longer than one varint byte of "
+	"length: 0123456789012345678901234567890123456789012345678901234\","
+	"\"arr\":[1,300,-5],\"m\":{\"k\":\"v\",\"k2\":\"\"},"
+	"\"rec\":{\"a\":-1,\"b\":\"x\"},\"fx\":\"abc\",\"en\":\"Y\","
+	"\"by\":\"\\u0000\\u00ff\",\"i\":-70000,\"l\":1099511627776,"
+	"\"wide\":3000000000,\"f\":1.5,\"d\":-2.25,\"t\":true,"
+	"\"ol\":42,\"on\":null,\"od\":0.5,\"os\":\"s\",\"z\":9}";
+
+/*
+ * Numbers and booleans of a not yet decoded event are read from its bytes
+ * (dis__avro_field_number), with the results and errors of the decoded
+ * event for every getter and field.
+ */
+static void test_numbers_in_place(void **state)
+{
+	static const char *const fields[] = {"s",  "arr", "m", "rec",    "fx",
+					     "en", "by",  "i", "l",      "wide",
+					     "f",  "d",   "t", "ol",     "on",
+					     "od", "os",  "z", "missing"};
+	dis_schema *rich = dt_schema(RICH);
+	dis_event *eager, *view = NULL;
+	const dis__scan_op *ops;
+	dis__avro_number num;
+	char err[256];
+	dis__buf b;
+	size_t n;
+	int read = 0;
+
+	(void)state;
+	if (dis_event_from_json(rich, "Rich", RICH_JSON, &eager, err,
+				sizeof(err)))
+		fail_msg("%s", err);
+	dis__buf_init(&b);
+	assert_int_equal(dis__event_encode(eager, &b, err, sizeof(err)), 0);
+	ops = dis__schema_type_plan(rich, dis__schema_type_index(rich, "Rich"),
+				    &n);
+	assert_int_equal(n, 18);
+	for (size_t i = 0; i < n; i++)
+		if (dis__avro_field_number(ops, n, i, b.data, b.len, &num) == 0)
+			read++;
+	/* i l wide f d t ol od z read in place; the rest decode */
+	assert_int_equal(read, 9);
+	for (size_t k = 0; k < sizeof(fields) / sizeof(*fields); k++) {
+		const char *f = fields[k];
+		int64_t l1 = 0, l2 = 0;
+		int32_t i1 = 0, i2 = 0;
+		double d1 = 0, d2 = 0;
+		bool b1 = false, b2 = false;
+
+		/* A fresh view each time: each read is the first. */
+		assert_int_equal(dis__event_decode_view(
+					 rich, rich, "Rich", b.data, b.len,
+					 &view, &view, err, sizeof(err)),
+				 0);
+		assert_int_equal(dis_event_get_long(view, f, &l1),
+				 dis_event_get_long(eager, f, &l2));
+		assert_true(l1 == l2);
+		assert_int_equal(dis__event_decode_view(
+					 rich, rich, "Rich", b.data, b.len,
+					 &view, &view, err, sizeof(err)),
+				 0);
+		assert_int_equal(dis_event_get_int(view, f, &i1),
+				 dis_event_get_int(eager, f, &i2));
+		assert_true(i1 == i2);
+		assert_int_equal(dis__event_decode_view(
+					 rich, rich, "Rich", b.data, b.len,
+					 &view, &view, err, sizeof(err)),
+				 0);
+		assert_int_equal(dis_event_get_double(view, f, &d1),
+				 dis_event_get_double(eager, f, &d2));
+		assert_true(d1 == d2);
+		assert_int_equal(dis__event_decode_view(
+					 rich, rich, "Rich", b.data, b.len,
+					 &view, &view, err, sizeof(err)),
+				 0);
+		assert_int_equal(dis_event_get_boolean(view, f, &b1),
+				 dis_event_get_boolean(eager, f, &b2));
+		assert_true(b1 == b2);
+	}
+	/* The values themselves, read in place. */
+	{
+		int64_t l;
+		int32_t i;
+		double d;
+		bool t;
+
+		assert_int_equal(dis__event_decode_view(
+					 rich, rich, "Rich", b.data, b.len,
+					 &view, &view, err, sizeof(err)),
+				 0);
+		assert_int_equal(dis_event_get_int(view, "i", &i), 0);
+		assert_int_equal(i, -70000);
+		assert_int_equal(dis_event_get_long(view, "l", &l), 0);
+		assert_int_equal(l, INT64_C(1099511627776));
+		assert_int_equal(dis_event_get_int(view, "wide", &i),
+				 DIS_EINVAL);
+		assert_int_equal(dis_event_get_double(view, "f", &d), 0);
+		assert_true(d == 1.5);
+		assert_int_equal(dis_event_get_double(view, "d", &d), 0);
+		assert_true(d == -2.25);
+		assert_int_equal(dis_event_get_boolean(view, "t", &t), 0);
+		assert_true(t);
+		assert_int_equal(dis_event_get_long(view, "ol", &l), 0);
+		assert_int_equal(l, 42);
+		assert_int_equal(dis_event_get_long(view, "on", &l),
+				 DIS_EINVAL);
+		assert_int_equal(dis_event_get_double(view, "od", &d), 0);
+		assert_true(d == 0.5);
+		assert_int_equal(dis_event_get_int(view, "z", &i), 0);
+		assert_int_equal(i, 9);
+		assert_int_equal(dis_event_get_long(view, "missing", &l),
+				 DIS_ENOTFOUND);
+		assert_int_equal(dis_event_get_long(view, "z", NULL),
+				 DIS_EINVAL);
+	}
+	dis_event_free(view);
+	dis_event_free(eager);
+	dis__buf_free(&b);
+	dis_schema_free(rich);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -167,6 +316,7 @@ int main(void)
 		cmocka_unit_test(test_copy_equal_json),
 		cmocka_unit_test(test_set),
 		cmocka_unit_test(test_corrupt),
+		cmocka_unit_test(test_numbers_in_place),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
