@@ -195,6 +195,17 @@ static const char RICH_JSON[] =
 	"\"wide\":3000000000,\"f\":1.5,\"d\":-2.25,\"t\":true,"
 	"\"ol\":42,\"on\":null,\"od\":0.5,\"os\":\"s\",\"z\":9}";
 
+/* `*view` as a new undecoded event of the bytes. */
+static void fresh(dis_schema *rich, const dis__buf *b, dis_event **view)
+{
+	char err[256];
+
+	assert_int_equal(dis__event_decode_view(rich, rich, "Rich", b->data,
+						b->len, view, view, err,
+						sizeof(err)),
+			 0);
+}
+
 /*
  * Numbers and booleans of a not yet decoded event are read from its bytes
  * (dis__avro_field_number), with the results and errors of the decoded
@@ -237,31 +248,19 @@ static void test_numbers_in_place(void **state)
 		bool b1 = false, b2 = false;
 
 		/* A fresh view each time: each read is the first. */
-		assert_int_equal(dis__event_decode_view(
-					 rich, rich, "Rich", b.data, b.len,
-					 &view, &view, err, sizeof(err)),
-				 0);
+		fresh(rich, &b, &view);
 		assert_int_equal(dis_event_get_long(view, f, &l1),
 				 dis_event_get_long(eager, f, &l2));
 		assert_true(l1 == l2);
-		assert_int_equal(dis__event_decode_view(
-					 rich, rich, "Rich", b.data, b.len,
-					 &view, &view, err, sizeof(err)),
-				 0);
+		fresh(rich, &b, &view);
 		assert_int_equal(dis_event_get_int(view, f, &i1),
 				 dis_event_get_int(eager, f, &i2));
 		assert_true(i1 == i2);
-		assert_int_equal(dis__event_decode_view(
-					 rich, rich, "Rich", b.data, b.len,
-					 &view, &view, err, sizeof(err)),
-				 0);
+		fresh(rich, &b, &view);
 		assert_int_equal(dis_event_get_double(view, f, &d1),
 				 dis_event_get_double(eager, f, &d2));
 		assert_true(d1 == d2);
-		assert_int_equal(dis__event_decode_view(
-					 rich, rich, "Rich", b.data, b.len,
-					 &view, &view, err, sizeof(err)),
-				 0);
+		fresh(rich, &b, &view);
 		assert_int_equal(dis_event_get_boolean(view, f, &b1),
 				 dis_event_get_boolean(eager, f, &b2));
 		assert_true(b1 == b2);
@@ -273,10 +272,7 @@ static void test_numbers_in_place(void **state)
 		double d;
 		bool t;
 
-		assert_int_equal(dis__event_decode_view(
-					 rich, rich, "Rich", b.data, b.len,
-					 &view, &view, err, sizeof(err)),
-				 0);
+		fresh(rich, &b, &view);
 		assert_int_equal(dis_event_get_int(view, "i", &i), 0);
 		assert_int_equal(i, -70000);
 		assert_int_equal(dis_event_get_long(view, "l", &l), 0);
