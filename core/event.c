@@ -5,9 +5,11 @@
  * Events read from the store are decoded lazily: the store checks their
  * Avro binary at once (dis__avro_scan: every length, index and string;
  * nothing allocated) and the event keeps the bytes; the generic value is
- * built on the first access to a field. A reader that looks only at the
- * type, id and position (a listener skipping events, a projection keyed
- * on the id) never pays for decoding. value_of() is the one way in.
+ * built on the first access to a field that needs it. A reader that looks
+ * only at the type, id and position (a listener skipping events, a
+ * projection keyed on the id) never pays for decoding, and the getters of
+ * numbers, booleans, enums and strings read their field in place
+ * (lazy_field). value_of() is the one way to the generic value.
  *
  * Setters and getters work on a field's type, or on the matching branch of
  * a union field (["null", T], [T, "null"] or any other union): a setter
@@ -29,6 +31,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A string of an undecoded event read in place: a NUL-terminated copy. */
+struct kept_str {
+	int idx; /* the field's */
+	char *s;
+};
+
 struct dis_event {
 	const dis_schema *schema;
 	int type;
@@ -39,7 +47,19 @@ struct dis_event {
 	bool lazy;
 	const unsigned char *raw;
 	size_t rawlen;
+	/* Strings read in place, kept until the event is freed or reused. */
+	struct kept_str *strs;
+	size_t nstrs;
 };
+
+static void drop_strs(dis_event *ev)
+{
+	for (size_t i = 0; i < ev->nstrs; i++)
+		free(ev->strs[i].s);
+	free(ev->strs);
+	ev->strs = NULL;
+	ev->nstrs = 0;
+}
 
 /* ---- internals ---- */
 
@@ -78,8 +98,10 @@ int dis__event_view(dis_event **slot, const dis_schema *schema, int t,
 		if (!ev)
 			return DIS_ENOMEM;
 		*slot = ev;
-	} else if (!ev->lazy) {
-		avro_value_decref(&ev->value);
+	} else {
+		if (!ev->lazy)
+			avro_value_decref(&ev->value);
+		drop_strs(ev);
 	}
 	memset(ev, 0, sizeof(*ev));
 	ev->schema = schema;
@@ -412,6 +434,7 @@ void dis_event_free(dis_event *ev)
 		return;
 	if (!ev->lazy)
 		avro_value_decref(&ev->value);
+	drop_strs(ev);
 	free(ev);
 }
 
@@ -646,13 +669,14 @@ int dis_event_set_null(dis_event *ev, const char *field)
 /* ---- getters ---- */
 
 /*
- * A number or boolean field of an event not decoded yet, read from its
- * binary without decoding the rest (a mutate or a projection reading an
- * amount must not pay for a generic value of the whole record). 1 when it
- * takes the decoding path: not lazy, no such field, another type.
+ * A field of an event not decoded yet, read from its binary without
+ * decoding the rest (a mutate or a projection reading an amount or an id
+ * must not pay for a generic value of the whole record), with its index
+ * in *index. 1 when it takes the decoding path: not lazy, no such field,
+ * a type read only by decoding.
  */
-static int lazy_number(const dis_event *ev, const char *field,
-		       dis__avro_number *out)
+static int lazy_field(const dis_event *ev, const char *field,
+		      dis__avro_field *out, int *index)
 {
 	const dis__scan_op *ops;
 	size_t n;
@@ -665,8 +689,36 @@ static int lazy_number(const dis_event *ev, const char *field,
 		dis__schema_type_avro(ev->schema, ev->type), field);
 	if (!ops || idx < 0)
 		return 1;
-	return dis__avro_field_number(ops, n, (size_t)idx, ev->raw, ev->rawlen,
-				      out);
+	*index = idx;
+	return dis__avro_field_read(ops, n, (size_t)idx, ev->raw, ev->rawlen,
+				    out);
+}
+
+/* A string field of an undecoded event, copied once with its NUL. */
+static int lazy_string(const dis_event *cev, int idx, const dis__avro_field *f,
+		       const char **value)
+{
+	dis_event *ev = (dis_event *)cev;
+	struct kept_str *grown;
+	char *copy;
+
+	for (size_t i = 0; i < ev->nstrs; i++)
+		if (ev->strs[i].idx == idx) {
+			*value = ev->strs[i].s;
+			return 0;
+		}
+	grown = realloc(ev->strs, (ev->nstrs + 1) * sizeof(*grown));
+	if (!grown)
+		return DIS_ENOMEM;
+	ev->strs = grown;
+	copy = malloc(f->len + 1);
+	if (!copy)
+		return DIS_ENOMEM;
+	memcpy(copy, f->str, f->len);
+	copy[f->len] = '\0';
+	ev->strs[ev->nstrs++] = (struct kept_str){idx, copy};
+	*value = copy;
+	return 0;
 }
 
 /* The field's value, through a union's current branch. */
@@ -699,9 +751,18 @@ int dis_event_get_string(const dis_event *ev, const char *field,
 {
 	avro_value_t v;
 	avro_schema_t a;
+	dis__avro_field in;
 	size_t len;
-	int rc = current(ev, field, &v, &a), sym;
+	int rc, sym, idx;
 
+	if (value && !lazy_field(ev, field, &in, &idx)) {
+		if (in.type == AVRO_STRING)
+			return lazy_string(ev, idx, &in, value);
+		if (in.type == AVRO_ENUM &&
+		    (*value = avro_schema_enum_get(in.schema, (int)in.l)))
+			return 0;
+	}
+	rc = current(ev, field, &v, &a);
 	if (rc)
 		return rc;
 	if (!value)
@@ -721,11 +782,12 @@ int dis_event_get_long(const dis_event *ev, const char *field, int64_t *value)
 {
 	avro_value_t v;
 	avro_schema_t a;
-	dis__avro_number num;
+	dis__avro_field num;
+	int idx;
 	int32_t i;
 	int rc;
 
-	if (value && !lazy_number(ev, field, &num) &&
+	if (value && !lazy_field(ev, field, &num, &idx) &&
 	    (num.type == AVRO_INT64 || num.type == AVRO_INT32)) {
 		*value = num.l;
 		return 0;
@@ -751,11 +813,12 @@ int dis_event_get_int(const dis_event *ev, const char *field, int32_t *value)
 {
 	avro_value_t v;
 	avro_schema_t a;
-	dis__avro_number num;
+	dis__avro_field num;
+	int idx;
 	int64_t l;
 	int rc;
 
-	if (value && !lazy_number(ev, field, &num) &&
+	if (value && !lazy_field(ev, field, &num, &idx) &&
 	    (num.type == AVRO_INT32 ||
 	     (num.type == AVRO_INT64 && num.l >= INT32_MIN &&
 	      num.l <= INT32_MAX))) {
@@ -783,11 +846,12 @@ int dis_event_get_double(const dis_event *ev, const char *field, double *value)
 {
 	avro_value_t v;
 	avro_schema_t a;
-	dis__avro_number num;
+	dis__avro_field num;
+	int idx;
 	float f;
 	int rc;
 
-	if (value && !lazy_number(ev, field, &num) &&
+	if (value && !lazy_field(ev, field, &num, &idx) &&
 	    (num.type == AVRO_DOUBLE || num.type == AVRO_FLOAT)) {
 		*value = num.d;
 		return 0;
@@ -813,10 +877,11 @@ int dis_event_get_boolean(const dis_event *ev, const char *field, bool *value)
 {
 	avro_value_t v;
 	avro_schema_t a;
-	dis__avro_number num;
+	dis__avro_field num;
+	int idx;
 	int b, rc;
 
-	if (value && !lazy_number(ev, field, &num) &&
+	if (value && !lazy_field(ev, field, &num, &idx) &&
 	    num.type == AVRO_BOOLEAN) {
 		*value = num.l != 0;
 		return 0;

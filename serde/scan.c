@@ -445,8 +445,8 @@ static uint64_t get_le(const unsigned char *p, size_t n)
 	return v;
 }
 
-int dis__avro_field_number(const dis__scan_op *ops, size_t n, size_t idx,
-			   const void *data, size_t len, dis__avro_number *out)
+int dis__avro_field_read(const dis__scan_op *ops, size_t n, size_t idx,
+			 const void *data, size_t len, dis__avro_field *out)
 {
 	char err[DIS_ERRMSG_LEN];
 	struct scan s;
@@ -473,9 +473,22 @@ int dis__avro_field_number(const dis__scan_op *ops, size_t n, size_t idx,
 		t = avro_typeof(a);
 	}
 	out->type = t;
+	out->schema = a;
 	switch (t) {
 	case AVRO_INT32:
 	case AVRO_INT64: return varint(&s, &out->l, "number") ? 1 : 0;
+	case AVRO_ENUM:
+		if (varint(&s, &out->l, "enum index") || out->l < 0 ||
+		    out->l >= avro_schema_enum_number_of_symbols(a))
+			return 1;
+		return 0;
+	case AVRO_STRING:
+		if (varint(&s, &v, "string length") || v < 0 ||
+		    (uint64_t)v > left(&s))
+			return 1;
+		out->str = s.p;
+		out->len = (size_t)v;
+		return 0;
 	case AVRO_BOOLEAN:
 		if (left(&s) < 1 || *s.p > 1)
 			return 1;

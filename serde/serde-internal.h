@@ -137,18 +137,23 @@ int dis__avro_scan_plan(const dis__scan_op *ops, size_t n, const void *data,
 			size_t len, char *err, size_t errlen);
 /*
  * Field `idx` of a record that dis__avro_scan_plan passed, read straight
- * from its binary when it holds a number or a boolean (through a union's
- * branch): its Avro type and value (int, long, boolean in l; float,
- * double in d). Returns 0, or 1 when the field holds anything else or the
- * data is not what the scan passed: the caller then decodes.
+ * from its binary when it holds a number, a boolean, an enum or a string
+ * (through a union's branch): its Avro type and schema, and the value
+ * (int, long, boolean, enum index in l; float, double in d; a string's
+ * bytes, not NUL-terminated, in str and len, inside `data`). Returns 0,
+ * or 1 when the field holds anything else or the data is not what the
+ * scan passed: the caller then decodes.
  */
-typedef struct dis__avro_number {
+typedef struct dis__avro_field {
 	avro_type_t type;
+	avro_schema_t schema;
 	int64_t l;
 	double d;
-} dis__avro_number;
-int dis__avro_field_number(const dis__scan_op *ops, size_t n, size_t idx,
-			   const void *data, size_t len, dis__avro_number *out);
+	const unsigned char *str;
+	size_t len;
+} dis__avro_field;
+int dis__avro_field_read(const dis__scan_op *ops, size_t n, size_t idx,
+			 const void *data, size_t len, dis__avro_field *out);
 /* The plan of type `t` built at load (NULL with 0 fields). */
 const dis__scan_op *dis__schema_type_plan(const dis_schema *schema, int t,
 					  size_t *n);

@@ -134,8 +134,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 /*
- * The number and boolean getters, which read a not yet decoded event in
- * place, give the eager event's results for every field.
+ * The number, boolean and string getters, which read a not yet decoded
+ * event in place, give the eager event's results for every field.
  */
 static void check_numbers(const dis_event *lazy, const dis_event *eager,
 			  const dis_schema *into, const char *type)
@@ -150,6 +150,7 @@ static void check_numbers(const dis_event *lazy, const dis_event *eager,
 		int32_t i1 = 0, i2 = 0;
 		double d1 = 0, d2 = 0;
 		bool b1 = false, b2 = false;
+		const char *s1 = NULL, *s2 = NULL;
 
 		fz_check(dis_event_get_long(lazy, f, &l1) ==
 					 dis_event_get_long(eager, f, &l2) &&
@@ -167,6 +168,10 @@ static void check_numbers(const dis_event *lazy, const dis_event *eager,
 					 dis_event_get_boolean(eager, f, &b2) &&
 				 b1 == b2,
 			 "get_boolean %s differs", f);
+		fz_check(dis_event_get_string(lazy, f, &s1) ==
+					 dis_event_get_string(eager, f, &s2) &&
+				 (s1 == s2 || !strcmp(s1, s2)),
+			 "get_string %s differs", f);
 	}
 }
 

@@ -207,8 +207,9 @@ static void fresh(dis_schema *rich, const dis__buf *b, dis_event **view)
 }
 
 /*
- * Numbers and booleans of a not yet decoded event are read from its bytes
- * (dis__avro_field_number), with the results and errors of the decoded
+ * Numbers, booleans, enums and strings of a not yet decoded event are read
+ * from its bytes
+ * (dis__avro_field_read), with the results and errors of the decoded
  * event for every getter and field.
  */
 static void test_numbers_in_place(void **state)
@@ -220,7 +221,7 @@ static void test_numbers_in_place(void **state)
 	dis_schema *rich = dt_schema(RICH);
 	dis_event *eager, *view = NULL;
 	const dis__scan_op *ops;
-	dis__avro_number num;
+	dis__avro_field num;
 	char err[256];
 	dis__buf b;
 	size_t n;
@@ -236,16 +237,17 @@ static void test_numbers_in_place(void **state)
 				    &n);
 	assert_int_equal(n, 18);
 	for (size_t i = 0; i < n; i++)
-		if (dis__avro_field_number(ops, n, i, b.data, b.len, &num) == 0)
+		if (dis__avro_field_read(ops, n, i, b.data, b.len, &num) == 0)
 			read++;
-	/* i l wide f d t ol od z read in place; the rest decode */
-	assert_int_equal(read, 9);
+	/* s en i l wide f d t ol od os z read in place; the rest decode */
+	assert_int_equal(read, 12);
 	for (size_t k = 0; k < sizeof(fields) / sizeof(*fields); k++) {
 		const char *f = fields[k];
 		int64_t l1 = 0, l2 = 0;
 		int32_t i1 = 0, i2 = 0;
 		double d1 = 0, d2 = 0;
 		bool b1 = false, b2 = false;
+		const char *s1 = NULL, *s2 = NULL;
 
 		/* A fresh view each time: each read is the first. */
 		fresh(rich, &b, &view);
@@ -264,6 +266,10 @@ static void test_numbers_in_place(void **state)
 		assert_int_equal(dis_event_get_boolean(view, f, &b1),
 				 dis_event_get_boolean(eager, f, &b2));
 		assert_true(b1 == b2);
+		fresh(rich, &b, &view);
+		assert_int_equal(dis_event_get_string(view, f, &s1),
+				 dis_event_get_string(eager, f, &s2));
+		assert_true(s1 == s2 || !strcmp(s1, s2));
 	}
 	/* The values themselves, read in place. */
 	{
@@ -271,6 +277,7 @@ static void test_numbers_in_place(void **state)
 		int32_t i;
 		double d;
 		bool t;
+		const char *str, *again;
 
 		fresh(rich, &b, &view);
 		assert_int_equal(dis_event_get_int(view, "i", &i), 0);
@@ -293,6 +300,16 @@ static void test_numbers_in_place(void **state)
 		assert_true(d == 0.5);
 		assert_int_equal(dis_event_get_int(view, "z", &i), 0);
 		assert_int_equal(i, 9);
+		assert_int_equal(dis_event_get_string(view, "s", &str), 0);
+		assert_non_null(strstr(str, "h\xc3\xa9llo"));
+		assert_int_equal(dis_event_get_string(view, "s", &again), 0);
+		assert_ptr_equal(str, again); /* copied once */
+		assert_int_equal(dis_event_get_string(view, "en", &str), 0);
+		assert_string_equal(str, "Y");
+		assert_int_equal(dis_event_get_string(view, "os", &str), 0);
+		assert_string_equal(str, "s");
+		assert_int_equal(dis_event_get_string(view, "by", &str),
+				 DIS_EINVAL);
 		assert_int_equal(dis_event_get_long(view, "missing", &l),
 				 DIS_ENOTFOUND);
 		assert_int_equal(dis_event_get_long(view, "z", NULL),
