@@ -194,12 +194,19 @@ static avro_schema_t vschema(const avro_value_t *v)
 	return dis__avro_deref(avro_value_get_schema(v));
 }
 
+static int lazy_field(const dis_event *ev, const char *field,
+		      dis__avro_field *out, int *index);
+static int lazy_string(const dis_event *cev, int idx, const dis__avro_field *f,
+		       const char **value);
+
 int dis__event_idval(const dis_event *ev, int id_index, dis__idval *out)
 {
 	const char *name = dis_schema_id_name(ev->schema, (size_t)id_index);
 	avro_value_t f, b;
 	avro_schema_t a;
+	dis__avro_field in;
 	size_t len;
+	int idx;
 
 	avro_value_t *v;
 
@@ -211,6 +218,27 @@ int dis__event_idval(const dis_event *ev, int id_index, dis__idval *out)
 		    ev->schema,
 		    dis_schema_type_name(ev->schema, (size_t)ev->type), name))
 		return 0;
+	/* Undecoded: read in place (shard filters and indexers see every
+	 * event); anything unusual takes the decoded path below. */
+	if (!lazy_field(ev, name, &in, &idx)) {
+		if (in.type == AVRO_NULL)
+			return 0;
+		if (in.type == AVRO_INT64 && out->type == DIS_ID_LONG) {
+			out->num = in.l;
+			out->present = true;
+			return 0;
+		}
+		if (in.type == AVRO_STRING && out->type != DIS_ID_LONG) {
+			if (memchr(in.str, '\0', in.len) ||
+			    (out->type == DIS_ID_UUID &&
+			     !uuid_text_ok((const char *)in.str, in.len)))
+				return DIS_EINVAL;
+			if (lazy_string(ev, idx, &in, &out->str))
+				return DIS_ENOMEM;
+			out->present = true;
+			return 0;
+		}
+	}
 	if (!(v = value_of(ev)))
 		return DIS_ENOMEM;
 	if (avro_value_get_by_name(v, name, &f, NULL))

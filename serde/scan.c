@@ -475,6 +475,7 @@ int dis__avro_field_read(const dis__scan_op *ops, size_t n, size_t idx,
 	out->type = t;
 	out->schema = a;
 	switch (t) {
+	case AVRO_NULL: return 0;
 	case AVRO_INT32:
 	case AVRO_INT64: return varint(&s, &out->l, "number") ? 1 : 0;
 	case AVRO_ENUM:

@@ -173,6 +173,17 @@ static void check_numbers(const dis_event *lazy, const dis_event *eager,
 				 (s1 == s2 || !strcmp(s1, s2)),
 			 "get_string %s differs", f);
 	}
+	for (size_t j = 0; j < dis_schema_id_count(into); j++) {
+		dis__idval v1, v2;
+		int r1 = dis__event_idval(lazy, (int)j, &v1);
+		int r2 = dis__event_idval(eager, (int)j, &v2);
+
+		fz_check(r1 == r2 && (r1 || (v1.present == v2.present &&
+					     v1.num == v2.num &&
+					     (v1.str == v2.str ||
+					      !strcmp(v1.str, v2.str)))),
+			 "id %zu differs", j);
+	}
 }
 
 /* The lazy decoding of the same bytes agrees with the eager one. */
