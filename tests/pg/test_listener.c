@@ -750,6 +750,19 @@ static bool waiting(void *arg)
 	return stats_of(f->rt, "carts").state == DIS_LISTENER_WAITING;
 }
 
+typedef struct blocked_by {
+	fixture *f;
+	int pid;
+} blocked_by;
+
+static bool named_blocker(void *arg)
+{
+	blocked_by *b = arg;
+	dis_listener_stats s = stats_of(b->f->rt, "carts");
+
+	return s.state == DIS_LISTENER_WAITING && s.blocker_pid == b->pid;
+}
+
 static void test_waiting_on_transaction(void **state)
 {
 	fixture *f = *state;
@@ -758,6 +771,7 @@ static void test_waiting_on_transaction(void **state)
 	dis_query *q = tl_cart_query(f->schema);
 	dis_listener_config cfg = poller(60000, true);
 	PGconn *blocker = dt_connect(f->conninfo);
+	blocked_by by = {f, 0};
 	dis_listener_stats s;
 
 	cfg.wait_warn_ms = 300;
@@ -771,6 +785,13 @@ static void test_waiting_on_transaction(void **state)
 	for (int i = 0; i < 3; i++)
 		tl_append(f->store, tl_added(f->schema, "c", "p", 1));
 	assert_true(tl_run_until(f->base, waiting, f, 5000));
+	/*
+	 * Named within a few rechecks. (A transaction that began before the
+	 * blocker, such as an autovacuum ANALYZE of the event table, holds
+	 * the barrier first and is rightly named while it runs.)
+	 */
+	by.pid = PQbackendPID(blocker);
+	assert_true(tl_run_until(f->base, named_blocker, &by, 10000));
 	tl_run_for(f->base, 400);
 	s = stats_of(f->rt, "carts");
 	print_message("waiting on backend %d for %.2f s, %" PRId64
