@@ -8,8 +8,9 @@
  * built on the first access to a field that needs it. A reader that looks
  * only at the type, id and position (a listener skipping events, a
  * projection keyed on the id) never pays for decoding, and the getters of
- * numbers, booleans, enums and strings read their field in place
- * (lazy_field). value_of() is the one way to the generic value.
+ * numbers, booleans, enums, strings and bytes, the null test and domain
+ * ids read their field in place (lazy_field). value_of() is the one way
+ * to the generic value.
  *
  * Setters and getters work on a field's type, or on the matching branch of
  * a union field (["null", T], [T, "null"] or any other union): a setter
@@ -930,10 +931,20 @@ int dis_event_get_bytes(const dis_event *ev, const char *field,
 {
 	avro_value_t v;
 	avro_schema_t a;
+	dis__avro_field in;
 	const char *s;
 	size_t n;
-	int rc = current(ev, field, &v, &a);
+	int rc, idx;
 
+	/* In place: the bytes live as long as the event's. */
+	if (value && len && !lazy_field(ev, field, &in, &idx) &&
+	    (in.type == AVRO_BYTES || in.type == AVRO_FIXED ||
+	     in.type == AVRO_STRING)) {
+		*value = in.len ? (const void *)in.str : "";
+		*len = in.len;
+		return 0;
+	}
+	rc = current(ev, field, &v, &a);
 	if (rc)
 		return rc;
 	if (!value || !len)
@@ -960,7 +971,11 @@ bool dis_event_is_null(const dis_event *ev, const char *field)
 {
 	avro_value_t v;
 	avro_schema_t a;
+	dis__avro_field in;
+	int idx;
 
+	if (!lazy_field(ev, field, &in, &idx))
+		return in.type == AVRO_NULL;
 	if (current(ev, field, &v, &a))
 		return false;
 	return is_avro_null(a);

@@ -484,11 +484,17 @@ int dis__avro_field_read(const dis__scan_op *ops, size_t n, size_t idx,
 			return 1;
 		return 0;
 	case AVRO_STRING:
-		if (varint(&s, &v, "string length") || v < 0 ||
-		    (uint64_t)v > left(&s))
+	case AVRO_BYTES:
+		if (varint(&s, &v, "length") || v < 0 || (uint64_t)v > left(&s))
 			return 1;
 		out->str = s.p;
 		out->len = (size_t)v;
+		return 0;
+	case AVRO_FIXED:
+		out->len = (size_t)avro_schema_fixed_size(a);
+		if (out->len > left(&s))
+			return 1;
+		out->str = s.p;
 		return 0;
 	case AVRO_BOOLEAN:
 		if (left(&s) < 1 || *s.p > 1)

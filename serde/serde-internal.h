@@ -137,10 +137,11 @@ int dis__avro_scan_plan(const dis__scan_op *ops, size_t n, const void *data,
 			size_t len, char *err, size_t errlen);
 /*
  * Field `idx` of a record that dis__avro_scan_plan passed, read straight
- * from its binary when it holds a number, a boolean, an enum, a string
- * or null (through a union's branch): its Avro type and schema, and the value
- * (int, long, boolean, enum index in l; float, double in d; a string's
- * bytes, not NUL-terminated, in str and len, inside `data`). Returns 0,
+ * from its binary when it holds a number, a boolean, an enum, a string,
+ * bytes, a fixed or null (through a union's branch): its Avro type and
+ * schema, and the value (int, long, boolean, enum index in l; float,
+ * double in d; the bytes of a string, bytes or fixed, not NUL-terminated,
+ * in str and len, inside `data`). Returns 0,
  * or 1 when the field holds anything else or the data is not what the
  * scan passed: the caller then decodes.
  */

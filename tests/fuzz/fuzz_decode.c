@@ -134,8 +134,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 /*
- * The number, boolean and string getters, which read a not yet decoded
- * event in place, give the eager event's results for every field.
+ * The getters that read a not yet decoded event in place (numbers,
+ * booleans, strings, bytes, the null test, domain ids) give the eager
+ * event's results for every field.
  */
 static void check_numbers(const dis_event *lazy, const dis_event *eager,
 			  const dis_schema *into, const char *type)
@@ -151,6 +152,8 @@ static void check_numbers(const dis_event *lazy, const dis_event *eager,
 		double d1 = 0, d2 = 0;
 		bool b1 = false, b2 = false;
 		const char *s1 = NULL, *s2 = NULL;
+		const void *p1 = NULL, *p2 = NULL;
+		size_t n1 = 0, n2 = 0;
 
 		fz_check(dis_event_get_long(lazy, f, &l1) ==
 					 dis_event_get_long(eager, f, &l2) &&
@@ -172,6 +175,14 @@ static void check_numbers(const dis_event *lazy, const dis_event *eager,
 					 dis_event_get_string(eager, f, &s2) &&
 				 (s1 == s2 || !strcmp(s1, s2)),
 			 "get_string %s differs", f);
+		fz_check(dis_event_get_bytes(lazy, f, &p1, &n1) ==
+					 dis_event_get_bytes(eager, f, &p2,
+							     &n2) &&
+				 n1 == n2 && (n1 == 0 || !memcmp(p1, p2, n1)),
+			 "get_bytes %s differs", f);
+		fz_check(dis_event_is_null(lazy, f) ==
+				 dis_event_is_null(eager, f),
+			 "is_null %s differs", f);
 	}
 	for (size_t j = 0; j < dis_schema_id_count(into); j++) {
 		dis__idval v1, v2;
