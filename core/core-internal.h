@@ -187,6 +187,8 @@ int dis__event_lock_keys(const dis_event *ev, int64_t **keys, size_t *n);
 #define DIS__EVENT_COLUMNS "event_id, tx, event_type, payload"
 
 struct pg_result;
+/* The position in binary columns col (event_id) and col + 1 (tx). */
+dis_position dis__row_position(const struct pg_result *res, int row, int col);
 /*
  * Builds the event in row `row` of a binary-format result whose columns
  * from `col` are DIS__EVENT_COLUMNS; decodes the payload through the store's
@@ -196,8 +198,6 @@ struct pg_result;
  * while `res` is: free *out only when it is not *view, and *view at the end.
  * `known`: the row's position when the caller read it already, or NULL.
  */
-/* The position in binary columns col (event_id) and col + 1 (tx). */
-dis_position dis__row_position(const struct pg_result *res, int row, int col);
 int dis__store_event_view_row(dis_store *store, const struct pg_result *res,
 			      int row, int col, const dis_position *known,
 			      dis_event **view, dis_event **out);

@@ -701,7 +701,7 @@ int dis_event_set_null(dis_event *ev, const char *field)
  * A field of an event not decoded yet, read from its binary without
  * decoding the rest (a mutate or a projection reading an amount or an id
  * must not pay for a generic value of the whole record), with its index
- * in *index. 1 when it takes the decoding path: not lazy, no such field,
+ * in *index (when not NULL). 1 when it takes the decoding path: not lazy, no such field,
  * a type read only by decoding.
  */
 static int lazy_field(const dis_event *ev, const char *field,
@@ -718,7 +718,8 @@ static int lazy_field(const dis_event *ev, const char *field,
 		dis__schema_type_avro(ev->schema, ev->type), field);
 	if (!ops || idx < 0)
 		return 1;
-	*index = idx;
+	if (index)
+		*index = idx;
 	return dis__avro_field_read(ops, n, (size_t)idx, ev->raw, ev->rawlen,
 				    out);
 }
@@ -812,11 +813,10 @@ int dis_event_get_long(const dis_event *ev, const char *field, int64_t *value)
 	avro_value_t v;
 	avro_schema_t a;
 	dis__avro_field num;
-	int idx;
 	int32_t i;
 	int rc;
 
-	if (value && !lazy_field(ev, field, &num, &idx) &&
+	if (value && !lazy_field(ev, field, &num, NULL) &&
 	    (num.type == AVRO_INT64 || num.type == AVRO_INT32)) {
 		*value = num.l;
 		return 0;
@@ -843,11 +843,10 @@ int dis_event_get_int(const dis_event *ev, const char *field, int32_t *value)
 	avro_value_t v;
 	avro_schema_t a;
 	dis__avro_field num;
-	int idx;
 	int64_t l;
 	int rc;
 
-	if (value && !lazy_field(ev, field, &num, &idx) &&
+	if (value && !lazy_field(ev, field, &num, NULL) &&
 	    (num.type == AVRO_INT32 ||
 	     (num.type == AVRO_INT64 && num.l >= INT32_MIN &&
 	      num.l <= INT32_MAX))) {
@@ -876,11 +875,10 @@ int dis_event_get_double(const dis_event *ev, const char *field, double *value)
 	avro_value_t v;
 	avro_schema_t a;
 	dis__avro_field num;
-	int idx;
 	float f;
 	int rc;
 
-	if (value && !lazy_field(ev, field, &num, &idx) &&
+	if (value && !lazy_field(ev, field, &num, NULL) &&
 	    (num.type == AVRO_DOUBLE || num.type == AVRO_FLOAT)) {
 		*value = num.d;
 		return 0;
@@ -907,10 +905,9 @@ int dis_event_get_boolean(const dis_event *ev, const char *field, bool *value)
 	avro_value_t v;
 	avro_schema_t a;
 	dis__avro_field num;
-	int idx;
 	int b, rc;
 
-	if (value && !lazy_field(ev, field, &num, &idx) &&
+	if (value && !lazy_field(ev, field, &num, NULL) &&
 	    num.type == AVRO_BOOLEAN) {
 		*value = num.l != 0;
 		return 0;
@@ -934,10 +931,10 @@ int dis_event_get_bytes(const dis_event *ev, const char *field,
 	dis__avro_field in;
 	const char *s;
 	size_t n;
-	int rc, idx;
+	int rc;
 
 	/* In place: the bytes live as long as the event's. */
-	if (value && len && !lazy_field(ev, field, &in, &idx) &&
+	if (value && len && !lazy_field(ev, field, &in, NULL) &&
 	    (in.type == AVRO_BYTES || in.type == AVRO_FIXED ||
 	     in.type == AVRO_STRING)) {
 		*value = in.len ? (const void *)in.str : "";
@@ -972,9 +969,8 @@ bool dis_event_is_null(const dis_event *ev, const char *field)
 	avro_value_t v;
 	avro_schema_t a;
 	dis__avro_field in;
-	int idx;
 
-	if (!lazy_field(ev, field, &in, &idx))
+	if (!lazy_field(ev, field, &in, NULL))
 		return in.type == AVRO_NULL;
 	if (current(ev, field, &v, &a))
 		return false;

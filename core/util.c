@@ -130,7 +130,6 @@ char *dis__strdup(const char *s)
 	return p;
 }
 
-/* FNV-1a 64 with a final avalanche (splitmix64 finalizer). */
 size_t dis__utoa(uint64_t v, char out[21])
 {
 	char tmp[20];
@@ -145,6 +144,7 @@ size_t dis__utoa(uint64_t v, char out[21])
 	return n;
 }
 
+/* FNV-1a 64 with a final avalanche (splitmix64 finalizer), in pieces. */
 uint64_t dis__hash64_start(uint64_t seed)
 {
 	return 0xcbf29ce484222325ULL ^ seed;

@@ -141,9 +141,9 @@ int dis__avro_scan_plan(const dis__scan_op *ops, size_t n, const void *data,
  * bytes, a fixed or null (through a union's branch): its Avro type and
  * schema, and the value (int, long, boolean, enum index in l; float,
  * double in d; the bytes of a string, bytes or fixed, not NUL-terminated,
- * in str and len, inside `data`). Returns 0,
- * or 1 when the field holds anything else or the data is not what the
- * scan passed: the caller then decodes.
+ * in str and len, inside `data`). Returns 0, or 1 when the field holds
+ * anything else or the data is not what the scan passed: the caller then
+ * decodes.
  */
 typedef struct dis__avro_field {
 	avro_type_t type;
