@@ -76,7 +76,7 @@ static void pump(dis__listener *l)
 {
 	struct dis__ahead_read *r = unread(l);
 	dis__sql sql;
-	dis__stmt s = {.binary = 1};
+	dis__stmt s;
 	int rc;
 
 	if (!r || l->ahead_out || l->ahead_setup ||
@@ -85,12 +85,7 @@ static void pump(dis__listener *l)
 	dis__sql_init(&sql);
 	rc = dis__read_sql(l->query, r->from, l->ahead_rows, &sql);
 	if (!rc) {
-		if (!strcmp(dis__buf_cstr(&sql.text), l->fetch_sql))
-			s.name = S_AHEAD;
-		else
-			s.sql = dis__buf_cstr(&sql.text);
-		s.nparams = sql.nparams;
-		s.values = (const char *const *)sql.params;
+		s = dis__listener_read_stmt(l, &sql, S_AHEAD);
 		rc = dis__pq_send(l->apq, &s, 1);
 	}
 	dis__sql_free(&sql);

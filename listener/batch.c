@@ -582,12 +582,7 @@ static void start_batch(dis__listener *l)
 		conn_down(l, "out of memory");
 		return;
 	}
-	s[1].nparams = sql.nparams;
-	s[1].values = (const char *const *)sql.params;
-	if (!strcmp(dis__buf_cstr(&sql.text), l->fetch_sql))
-		s[1].name = S_FETCH;
-	else
-		s[1].sql = dis__buf_cstr(&sql.text);
+	s[1] = dis__listener_read_stmt(l, &sql, S_FETCH);
 	rc = dis__pq_send(l->pq, s, 3);
 	dis__sql_free(&sql);
 sent:
@@ -601,7 +596,7 @@ sent:
 static void send_refetch(dis__listener *l)
 {
 	dis__sql sql;
-	dis__stmt s = {.binary = 1};
+	dis__stmt s;
 	int rc;
 
 	l->from = l->ck;
@@ -612,12 +607,7 @@ static void send_refetch(dis__listener *l)
 		conn_down(l, "out of memory");
 		return;
 	}
-	s.nparams = sql.nparams;
-	s.values = (const char *const *)sql.params;
-	if (!strcmp(dis__buf_cstr(&sql.text), l->fetch_sql))
-		s.name = S_FETCH;
-	else
-		s.sql = dis__buf_cstr(&sql.text);
+	s = dis__listener_read_stmt(l, &sql, S_FETCH);
 	rc = dis__pq_send(l->pq, &s, 1);
 	dis__sql_free(&sql);
 	if (rc) {
@@ -625,6 +615,20 @@ static void send_refetch(dis__listener *l)
 		return;
 	}
 	l->st = DIS__L_REFETCH;
+}
+
+dis__stmt dis__listener_read_stmt(const dis__listener *l, dis__sql *sql,
+				  const char *name)
+{
+	dis__stmt s = {.binary = 1,
+		       .nparams = sql->nparams,
+		       .values = (const char *const *)sql->params};
+
+	if (!strcmp(dis__buf_cstr(&sql->text), l->fetch_sql))
+		s.name = name;
+	else
+		s.sql = dis__buf_cstr(&sql->text);
+	return s;
 }
 
 /*
@@ -1210,7 +1214,7 @@ static void fetched(dis__listener *l, PGresult *rows)
 }
 
 /* The read-ahead's rows, or its wait, or (failed) a fetch of our own. */
-static void take_ahead(dis__listener *l)
+void dis__listener_ahead_in(dis__listener *l)
 {
 	dis__ahead_slice sl;
 	bool pending;
@@ -1231,11 +1235,6 @@ static void take_ahead(dis__listener *l)
 		l->st = DIS__L_FETCH;
 		send_refetch(l);
 	}
-}
-
-void dis__listener_ahead_in(dis__listener *l)
-{
-	take_ahead(l);
 }
 
 /*
@@ -1269,7 +1268,7 @@ static void on_fetch_at(dis__listener *l, int k, bool ahead)
 		return;
 	}
 	if (ahead)
-		take_ahead(l);
+		dis__listener_ahead_in(l);
 	else
 		fetched(l, dis__pq_take(l->pq, k + 1));
 }
@@ -1390,32 +1389,19 @@ static void commit(dis__listener *l)
 		const char *id[1] = {l->id};
 
 		dis__sql_init(&next);
+		/* With the rows read ahead already (or on their way), the
+		 * next batch only begins and locks. */
 		l->rows_ahead =
 			dis__ahead_covers(l, l->ck_new, l->cfg.fetch_size);
-		if (l->rows_ahead) {
-			/* The rows are read already (or on their way). */
+		if (l->rows_ahead || !dis__read_sql(l->query, l->ck_new,
+						    l->cfg.fetch_size, &next)) {
 			l->chain_k = n;
 			l->chain_from = l->ck_new;
 			l->chain_limit = l->cfg.fetch_size;
 			s[n++] = (dis__stmt){.sql = SQL_BEGIN};
-			s[n++] = (dis__stmt){
-				.name = S_LOCK, .nparams = 1, .values = id};
-			l->pending = false;
-		} else if (!dis__read_sql(l->query, l->ck_new,
-					  l->cfg.fetch_size, &next)) {
-			l->chain_k = n;
-			l->chain_from = l->ck_new;
-			l->chain_limit = l->cfg.fetch_size;
-			s[n++] = (dis__stmt){.sql = SQL_BEGIN};
-			s[n] = (dis__stmt){
-				.binary = 1,
-				.nparams = next.nparams,
-				.values = (const char *const *)next.params};
-			if (!strcmp(dis__buf_cstr(&next.text), l->fetch_sql))
-				s[n].name = S_FETCH;
-			else
-				s[n].sql = dis__buf_cstr(&next.text);
-			n++;
+			if (!l->rows_ahead)
+				s[n++] = dis__listener_read_stmt(l, &next,
+								 S_FETCH);
 			s[n++] = (dis__stmt){
 				.name = S_LOCK, .nparams = 1, .values = id};
 			l->pending = false;

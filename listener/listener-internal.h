@@ -283,6 +283,13 @@ void dis__ahead_drop(dis__listener *l, bool close);
 void dis__ahead_free(dis__listener *l);
 /* batch.c: the read-ahead a locked batch waits on is over. */
 void dis__listener_ahead_in(dis__listener *l);
+/*
+ * The statement of a gap-free read built in `sql` (binary results): the
+ * listener's fetch prepared as `name` on that connection when the text is
+ * the fetch's own, else the text. Valid while `sql` is.
+ */
+dis__stmt dis__listener_read_stmt(const dis__listener *l, dis__sql *sql,
+				  const char *name);
 
 void dis__l_log(dis__listener *l, dis_log_level level, const char *fmt, ...)
 	DIS_PRINTF(3, 4);
