@@ -290,20 +290,29 @@ static bool has_key(const int64_t *keys, size_t n, int64_t k)
 	return false;
 }
 
+/* The query of account `account`'s deposits. */
+static dis_query *deposits_of(const char *account)
+{
+	dis_query *q;
+	dis_filter *f;
+
+	assert_int_equal(dis_query_new(schema, &q), 0);
+	assert_int_equal(dis_query_add_filter(q, &f), 0);
+	assert_int_equal(dis_filter_type(f, "Deposited"), 0);
+	assert_int_equal(dis_filter_where_string(f, "account_id", account), 0);
+	return q;
+}
+
 /* A checker's exclusive key is among a matching writer's shared keys. */
 static void test_lock_keys_meet(void **state)
 {
 	dis_query *q;
-	dis_filter *f;
 	dis_event *mine = deposited("a1"), *other = deposited("a2");
 	int64_t *qk, *ek, *ok;
 	size_t nq, ne, no;
 
 	(void)state;
-	assert_int_equal(dis_query_new(schema, &q), 0);
-	assert_int_equal(dis_query_add_filter(q, &f), 0);
-	assert_int_equal(dis_filter_type(f, "Deposited"), 0);
-	assert_int_equal(dis_filter_where_string(f, "account_id", "a1"), 0);
+	q = deposits_of("a1");
 	assert_int_equal(dis__query_lock_keys(q, &qk, &nq), 0);
 	assert_int_equal(dis__event_lock_keys(mine, &ek, &ne), 0);
 	assert_int_equal(dis__event_lock_keys(other, &ok, &no), 0);
@@ -327,16 +336,12 @@ static void test_lock_keys_meet(void **state)
 static void test_lock_keys_stable(void **state)
 {
 	dis_query *q;
-	dis_filter *f;
 	dis_event *ev = deposited("a1");
 	int64_t *qk, *ek;
 	size_t nq, ne;
 
 	(void)state;
-	assert_int_equal(dis_query_new(schema, &q), 0);
-	assert_int_equal(dis_query_add_filter(q, &f), 0);
-	assert_int_equal(dis_filter_type(f, "Deposited"), 0);
-	assert_int_equal(dis_filter_where_string(f, "account_id", "a1"), 0);
+	q = deposits_of("a1");
 	assert_int_equal(dis__query_lock_keys(q, &qk, &nq), 0);
 	assert_int_equal(nq, 1);
 	assert_int_equal(qk[0], INT64_C(6068296284403033490));
