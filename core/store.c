@@ -1307,16 +1307,13 @@ int dis_store_head(dis_store *s, dis_position *out)
 	if (!s || !out)
 		return DIS_EINVAL;
 	rc = run(s, "reading the head position",
-		 "SELECT tx, event_id FROM event ORDER BY tx DESC, "
+		 "SELECT event_id, tx FROM event ORDER BY tx DESC, "
 		 "event_id DESC LIMIT 1",
 		 0, NULL, NULL, NULL, 1, PGRES_TUPLES_OK, &res);
 	if (rc)
 		return rc;
-	*out = DIS_POSITION_START;
-	if (PQntuples(res) == 1) {
-		out->tx = dis__get_be64(PQgetvalue(res, 0, 0));
-		out->id = (int64_t)dis__get_be64(PQgetvalue(res, 0, 1));
-	}
+	*out = PQntuples(res) == 1 ? dis__row_position(res, 0, 0)
+				   : DIS_POSITION_START;
 	PQclear(res);
 	return 0;
 }
