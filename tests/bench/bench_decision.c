@@ -16,6 +16,13 @@
  *            decisions/s, conflict rate, retries per decision;
  *   async    dis_async with 64 decisions in flight (disjoint accounts),
  *            against the synchronous 16-connection figure;
+ *   ceiling  what a checked append could reach at best, as plain SQL on
+ *            the same table, interleaved with the above: "check" is the
+ *            insert under its validation check in one statement, without
+ *            locks (not safe: the out-of-order case of DESIGN section 6
+ *            slips through); "locked" adds the advisory locks, in one
+ *            call of a plpgsql function (the one-round-trip append that
+ *            DESIGN section 6 recommends) but without a notification;
  *   cost     one connection, one operation at a time: CPU per operation
  *            of this process and of its server backend (from
  *            /proc/.../schedstat, immune to waiting), and the backend's
@@ -122,8 +129,36 @@ static dis_decision *new_move(const char *id, int64_t amount)
 
 /* ---- synchronous workers ---- */
 
-enum kind { RAW, APPEND, DECIDE, HOT, NKINDS };
-static const char *const KIND_NAMES[] = {"raw", "append", "decide", "hot"};
+enum kind { RAW, APPEND, DECIDE, CHECK, LOCKED, HOT, NKINDS };
+static const char *const KIND_NAMES[] = {"raw",   "append", "decide",
+					 "check", "locked", "hot"};
+
+/*
+ * The ceilings' statements (see the top comment): the library's insert
+ * and check for one event on an account, as the library's statement
+ * reads it (concat(event_type) and the account's index).
+ */
+#define CEILING_CHECK                                                      \
+	"NOT EXISTS (SELECT 1 FROM event c WHERE "                         \
+	"concat(c.event_type) = ANY('{Deposited,Withdrawn}'::text[]) AND " \
+	"c.account_id = $3 AND "                                           \
+	"c.tx IS DISTINCT FROM pg_current_xact_id_if_assigned())"
+#define CEILING_CHECK_SQL                                                  \
+	"INSERT INTO event AS e (event_type, payload, account_id) SELECT " \
+	"$1::text, $2::bytea, $3::text WHERE " CEILING_CHECK               \
+	" RETURNING e.event_id, e.tx"
+/* Each statement of a volatile plpgsql function takes a new snapshot:
+ * the check sees what committed while the locks were awaited. */
+#define CEILING_FUNCTION                                                     \
+	"CREATE FUNCTION bench_locked_append(text, bytea, text, int8[], "    \
+	"bool[]) RETURNS TABLE (event_id bigint, tx xid8) LANGUAGE plpgsql " \
+	"AS $f$ BEGIN PERFORM CASE WHEN u.e THEN "                           \
+	"pg_advisory_xact_lock(u.k)::text ELSE "                             \
+	"pg_advisory_xact_lock_shared(u.k)::text END FROM unnest($4, $5) "   \
+	"AS u(k, e); RETURN QUERY " CEILING_CHECK_SQL "; END $f$"
+#define CEILING_LOCKED_SQL                                           \
+	"SELECT * FROM bench_locked_append($1, $2, $3, $4::int8[], " \
+	"$5::bool[])"
 
 typedef struct worker {
 	enum kind kind;
@@ -145,16 +180,18 @@ typedef struct worker {
 
 static void worker_open(worker *w)
 {
-	if (w->kind == RAW) {
+	if (w->kind == RAW || w->kind == CHECK || w->kind == LOCKED) {
+		static const char *const sql[] = {
+			[RAW] = "INSERT INTO event (event_type, payload, "
+				"account_id) VALUES ($1, $2, $3)",
+			[CHECK] = CEILING_CHECK_SQL,
+			[LOCKED] = CEILING_LOCKED_SQL};
 		PGresult *r;
 
 		w->raw = PQconnectdb(conninfo);
 		if (PQstatus(w->raw) != CONNECTION_OK)
 			die("connect", PQerrorMessage(w->raw));
-		r = PQprepare(w->raw, "raw",
-			      "INSERT INTO event (event_type, payload, "
-			      "account_id) VALUES ($1, $2, $3)",
-			      3, NULL);
+		r = PQprepare(w->raw, "op", sql[w->kind], 0, NULL);
 		if (PQresultStatus(r) != PGRES_COMMAND_OK)
 			die("prepare", PQresultErrorMessage(r));
 		PQclear(r);
@@ -180,17 +217,46 @@ static void worker_close(worker *w)
 	w->raw = NULL;
 }
 
+static uint64_t fnv1a(const char *s, uint64_t seed)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ seed;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return h;
+}
+
+/*
+ * The raw INSERT, or a ceiling's statement (then with three lock keys of
+ * the account, as the library takes for this append: exclusive on the
+ * validation query's two, shared on the type's).
+ */
 static int op_raw(worker *w, const char *acct)
 {
-	const char *vals[3] = {"Deposited", payload, acct};
-	int lens[3] = {0, payload_len, 0};
-	int fmts[3] = {0, 1, 0};
-	PGresult *r = PQexecPrepared(w->raw, "raw", 3, vals, lens, fmts, 0);
+	char k[3][24], keys[80];
+	const char *vals[5] = {"Deposited", payload, acct, keys, "{t,t,f}"};
+	int lens[5] = {0, payload_len, 0, 0, 0};
+	int fmts[5] = {0, 1, 0, 0, 0};
+	int n = w->kind == LOCKED ? 5 : 3;
+	PGresult *r;
 	int rc = 0;
 
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+	if (w->kind == LOCKED) {
+		for (int i = 0; i < 3; i++)
+			snprintf(k[i], sizeof(k[i]), "%" PRId64,
+				 (int64_t)fnv1a(acct, (uint64_t)i));
+		snprintf(keys, sizeof(keys), "{%s,%s,%s}", k[0], k[1], k[2]);
+	}
+	r = PQexecPrepared(w->raw, "op", n, vals, lens, fmts, 0);
+	if (PQresultStatus(r) !=
+	    (w->kind == RAW ? PGRES_COMMAND_OK : PGRES_TUPLES_OK)) {
 		snprintf(w->error, sizeof(w->error), "%s",
 			 PQresultErrorMessage(r));
+		rc = -1;
+	} else if (w->kind != RAW && PQntuples(r) != 1) {
+		/* a fresh account: the check must pass */
+		snprintf(w->error, sizeof(w->error), "%s refused %s",
+			 KIND_NAMES[w->kind], acct);
 		rc = -1;
 	}
 	PQclear(r);
@@ -254,8 +320,12 @@ static void *worker_main(void *arg)
 
 		switch (w->kind) {
 		case RAW:
-			snprintf(acct, sizeof(acct), "r%d-%d-%ld", w->run,
-				 w->thread, w->done);
+		case CHECK:
+		case LOCKED:
+			/* r, c, l: the kind's initial */
+			snprintf(acct, sizeof(acct), "%c%d-%d-%ld",
+				 KIND_NAMES[w->kind][0], w->run, w->thread,
+				 w->done);
 			rc = op_raw(w, acct);
 			break;
 		case APPEND:
@@ -584,6 +654,34 @@ static void cost(int n)
 	}
 }
 
+/*
+ * The ceilings next to the append, from the same rotation (see the top
+ * comment). Their ratio to raw is as far as an append with a check, or
+ * with locks and a check, gets on this machine.
+ */
+static void print_ceilings(const int *conns, int nconns, result res[][5])
+{
+	printf("\nceilings: the append's statements as plain SQL (same "
+	       "slices)\n");
+	printf("  %-6s %12s %12s %7s %12s %7s %12s %7s\n", "conns",
+	       "raw INSERT/s", "check only/s", "ratio", "locked fn/s", "ratio",
+	       "appends/s", "ratio");
+	for (int c = 0; c < nconns; c++) {
+		double raw = rate(&res[c][RAW]), chk = rate(&res[c][CHECK]);
+		double lck = rate(&res[c][LOCKED]), app = rate(&res[c][APPEND]);
+		char name[64];
+
+		printf("  %-6d %12.0f %12.0f %6.0f%% %12.0f %6.0f%% %12.0f "
+		       "%6.0f%%\n",
+		       conns[c], raw, chk, 100 * chk / raw, lck,
+		       100 * lck / raw, app, 100 * app / raw);
+		snprintf(name, sizeof(name), "ceiling_check_%dc", conns[c]);
+		line(name, chk, "inserts/s", raw);
+		snprintf(name, sizeof(name), "ceiling_locked_%dc", conns[c]);
+		line(name, lck, "inserts/s", raw);
+	}
+}
+
 /* ---- main ---- */
 
 static bool wanted(const char *only, const char *name)
@@ -624,6 +722,10 @@ static void setup(void)
 	payload = malloc((size_t)payload_len);
 	memcpy(payload, PQgetvalue(r, 0, 0), (size_t)payload_len);
 	PQclear(r);
+	r = PQexec(c, CEILING_FUNCTION);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		die("ceiling function", PQresultErrorMessage(r));
+	PQclear(r);
 	dis_store_free(st);
 }
 
@@ -635,7 +737,7 @@ int main(int argc, char **argv)
 	int cost_n = 300;
 	unsigned async_conns = 2;
 	int conns[3] = {1, 4, 16}, nconns = 3;
-	result res[3][3];
+	result res[3][5];
 	double sync16 = 0, raw16 = 0;
 
 	for (int i = 1; i < argc; i++) {
@@ -665,7 +767,8 @@ int main(int argc, char **argv)
 			fprintf(stderr,
 				"usage: bench-decision [--slice S] [--rounds "
 				"R] [--conns 1,4,16] [--async-conns N] [--only "
-				"append,hot,async,cost] [--cost KIND N]\n");
+				"append,ceiling,hot,async,cost] [--cost KIND "
+				"N]\n");
 			return 2;
 		}
 	}
@@ -675,9 +778,12 @@ int main(int argc, char **argv)
 	memset(res, 0, sizeof(res));
 
 	if (wanted(only, "append")) {
+		/* The ceilings' slices join the same rotation. */
+		int nkinds = wanted(only, "ceiling") ? 5 : 3;
+
 		printf("appends and decisions: %d rounds of %.1f s slices, "
-		       "raw / append / decide interleaved\n",
-		       rounds, sl);
+		       "raw / append / decide%s interleaved\n",
+		       rounds, sl, nkinds > 3 ? " / ceilings" : "");
 		printf("  %-6s %12s %12s %7s %12s %7s %10s\n", "conns",
 		       "raw INSERT/s", "appends/s", "ratio", "decisions/s",
 		       "ratio", "conflicts");
@@ -687,8 +793,8 @@ int main(int argc, char **argv)
 			long spurious;
 
 			for (int round = 0; round < rounds; round++)
-				for (int k = 0; k < 3; k++) {
-					int kind = (k + round) % 3;
+				for (int k = 0; k < nkinds; k++) {
+					int kind = (k + round) % nkinds;
 
 					slice((enum kind)kind, conns[c], sl,
 					      &res[c][kind]);
@@ -719,6 +825,8 @@ int main(int argc, char **argv)
 				raw16 = raw;
 			}
 		}
+		if (nkinds > 3)
+			print_ceilings(conns, nconns, res);
 	}
 
 	if (wanted(only, "hot")) {
