@@ -23,6 +23,9 @@
  *            slips through); "locked" adds the advisory locks, in one
  *            call of a plpgsql function (the one-round-trip append that
  *            DESIGN section 6 recommends) but without a notification;
+ *            "load+locked" is a decision's SQL: the load (rows and
+ *            snapshot, not decoded), then the locked call checked
+ *            against the load's snapshot (accounts as for decide);
  *   cost     one connection, one operation at a time: CPU per operation
  *            of this process and of its server backend (from
  *            /proc/.../schedstat, immune to waiting), and the backend's
@@ -129,36 +132,49 @@ static dis_decision *new_move(const char *id, int64_t amount)
 
 /* ---- synchronous workers ---- */
 
-enum kind { RAW, APPEND, DECIDE, CHECK, LOCKED, HOT, NKINDS };
-static const char *const KIND_NAMES[] = {"raw",   "append", "decide",
-					 "check", "locked", "hot"};
+enum kind { RAW, APPEND, DECIDE, CHECK, LOCKED, LOADED, HOT, NKINDS };
+static const char *const KIND_NAMES[] = {"raw",    "append", "decide", "check",
+					 "locked", "loaded", "hot"};
 
 /*
- * The ceilings' statements (see the top comment): the library's insert
- * and check for one event on an account, as the library's statement
- * reads it (concat(event_type) and the account's index).
+ * The ceilings' statements (see the top comment): the library's insert,
+ * check and load for one event on an account, as the library's statements
+ * read them (concat(event_type) and the account's index).
  */
-#define CEILING_CHECK                                                      \
+#define CEILING_CHECK(more)                                                \
 	"NOT EXISTS (SELECT 1 FROM event c WHERE "                         \
 	"concat(c.event_type) = ANY('{Deposited,Withdrawn}'::text[]) AND " \
-	"c.account_id = $3 AND "                                           \
+	"c.account_id = $3 AND " more                                      \
 	"c.tx IS DISTINCT FROM pg_current_xact_id_if_assigned())"
-#define CEILING_CHECK_SQL                                                  \
+#define CEILING_INSERT(check)                                              \
 	"INSERT INTO event AS e (event_type, payload, account_id) SELECT " \
-	"$1::text, $2::bytea, $3::text WHERE " CEILING_CHECK               \
+	"$1::text, $2::bytea, $3::text WHERE " check                       \
 	" RETURNING e.event_id, e.tx"
-/* Each statement of a volatile plpgsql function takes a new snapshot:
- * the check sees what committed while the locks were awaited. */
-#define CEILING_FUNCTION                                                     \
-	"CREATE FUNCTION bench_locked_append(text, bytea, text, int8[], "    \
-	"bool[]) RETURNS TABLE (event_id bigint, tx xid8) LANGUAGE plpgsql " \
-	"AS $f$ BEGIN PERFORM CASE WHEN u.e THEN "                           \
-	"pg_advisory_xact_lock(u.k)::text ELSE "                             \
-	"pg_advisory_xact_lock_shared(u.k)::text END FROM unnest($4, $5) "   \
-	"AS u(k, e); RETURN QUERY " CEILING_CHECK_SQL "; END $f$"
+#define CEILING_CHECK_SQL CEILING_INSERT(CEILING_CHECK(""))
+/*
+ * Locks ($4, exclusive where $5), then the insert under its check against
+ * the load's snapshot $6 (none: any event of the account). Each statement
+ * of a volatile plpgsql function takes a new snapshot: the check sees what
+ * committed while the locks were awaited.
+ */
+#define CEILING_FUNCTION                                                   \
+	"CREATE FUNCTION bench_locked_append(text, bytea, text, int8[], "  \
+	"bool[], pg_snapshot) RETURNS TABLE (event_id bigint, tx xid8) "   \
+	"LANGUAGE plpgsql AS $f$ BEGIN PERFORM CASE WHEN u.e THEN "        \
+	"pg_advisory_xact_lock(u.k)::text ELSE "                           \
+	"pg_advisory_xact_lock_shared(u.k)::text END FROM unnest($4, $5) " \
+	"AS u(k, e); RETURN QUERY " CEILING_INSERT(CEILING_CHECK(          \
+		"($6 IS NULL OR (c.tx >= pg_snapshot_xmin($6) AND NOT "    \
+		"pg_visible_in_snapshot(c.tx, $6))) AND ")) "; END $f$"
 #define CEILING_LOCKED_SQL                                           \
 	"SELECT * FROM bench_locked_append($1, $2, $3, $4::int8[], " \
-	"$5::bool[])"
+	"$5::bool[], $6::pg_snapshot)"
+#define CEILING_LOAD_SQL                                                    \
+	"SELECT pg_current_snapshot()::text, e.* FROM (SELECT 1) AS one "   \
+	"LEFT JOIN LATERAL (SELECT event_id, tx, event_type, payload FROM " \
+	"event WHERE ((concat(event_type) = ANY('{Deposited,Withdrawn}'::"  \
+	"text[]) AND account_id = $1))) AS e ON true ORDER BY e.tx, "       \
+	"e.event_id"
 
 typedef struct worker {
 	enum kind kind;
@@ -178,23 +194,32 @@ typedef struct worker {
 	char error[512];
 } worker;
 
+static void prepare(PGconn *c, const char *name, const char *sql)
+{
+	PGresult *r = PQprepare(c, name, sql, 0, NULL);
+
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		die("prepare", PQresultErrorMessage(r));
+	PQclear(r);
+}
+
 static void worker_open(worker *w)
 {
-	if (w->kind == RAW || w->kind == CHECK || w->kind == LOCKED) {
+	if (w->kind == RAW || w->kind == CHECK || w->kind == LOCKED ||
+	    w->kind == LOADED) {
 		static const char *const sql[] = {
 			[RAW] = "INSERT INTO event (event_type, payload, "
 				"account_id) VALUES ($1, $2, $3)",
 			[CHECK] = CEILING_CHECK_SQL,
-			[LOCKED] = CEILING_LOCKED_SQL};
-		PGresult *r;
+			[LOCKED] = CEILING_LOCKED_SQL,
+			[LOADED] = CEILING_LOCKED_SQL};
 
 		w->raw = PQconnectdb(conninfo);
 		if (PQstatus(w->raw) != CONNECTION_OK)
 			die("connect", PQerrorMessage(w->raw));
-		r = PQprepare(w->raw, "op", sql[w->kind], 0, NULL);
-		if (PQresultStatus(r) != PGRES_COMMAND_OK)
-			die("prepare", PQresultErrorMessage(r));
-		PQclear(r);
+		prepare(w->raw, "op", sql[w->kind]);
+		if (w->kind == LOADED)
+			prepare(w->raw, "load", CEILING_LOAD_SQL);
 		return;
 	}
 	if (dis_store_open(conninfo, schema, &w->store, w->error,
@@ -226,41 +251,56 @@ static uint64_t fnv1a(const char *s, uint64_t seed)
 	return h;
 }
 
+static int op_fail(worker *w, PGresult *r, const char *what)
+{
+	snprintf(w->error, sizeof(w->error), "%s",
+		 what ? what : PQresultErrorMessage(r));
+	PQclear(r);
+	return -1;
+}
+
 /*
- * The raw INSERT, or a ceiling's statement (then with three lock keys of
- * the account, as the library takes for this append: exclusive on the
- * validation query's two, shared on the type's).
+ * The raw INSERT, or a ceiling's statements: "loaded" first loads the
+ * account as a decision does (rows and snapshot, not decoded), then makes
+ * the locked call against the load's snapshot. The locks are three keys
+ * of the account, as the library takes for this append: exclusive on the
+ * validation query's two, shared on the type's.
  */
 static int op_raw(worker *w, const char *acct)
 {
-	char k[3][24], keys[80];
-	const char *vals[5] = {"Deposited", payload, acct, keys, "{t,t,f}"};
-	int lens[5] = {0, payload_len, 0, 0, 0};
-	int fmts[5] = {0, 1, 0, 0, 0};
-	int n = w->kind == LOCKED ? 5 : 3;
+	char k[3][24], keys[80], snap[256] = "";
+	const char *vals[6] = {"Deposited", payload,   acct,
+			       keys,        "{t,t,f}", NULL};
+	int lens[6] = {0, payload_len, 0, 0, 0, 0};
+	int fmts[6] = {0, 1, 0, 0, 0, 0};
 	PGresult *r;
-	int rc = 0;
 
-	if (w->kind == LOCKED) {
-		for (int i = 0; i < 3; i++)
-			snprintf(k[i], sizeof(k[i]), "%" PRId64,
-				 (int64_t)fnv1a(acct, (uint64_t)i));
-		snprintf(keys, sizeof(keys), "{%s,%s,%s}", k[0], k[1], k[2]);
+	if (w->kind == LOADED) {
+		r = PQexecPrepared(w->raw, "load", 1, &acct, NULL, NULL, 1);
+		if (PQresultStatus(r) != PGRES_TUPLES_OK)
+			return op_fail(w, r, NULL);
+		if (PQntuples(r) < 1 ||
+		    (size_t)PQgetlength(r, 0, 0) >= sizeof(snap))
+			return op_fail(w, r, "load: no snapshot");
+		memcpy(snap, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0));
+		vals[5] = snap;
+		PQclear(r);
 	}
-	r = PQexecPrepared(w->raw, "op", n, vals, lens, fmts, 0);
+	for (int i = 0; i < 3; i++)
+		snprintf(k[i], sizeof(k[i]), "%" PRId64,
+			 (int64_t)fnv1a(acct, (uint64_t)i));
+	snprintf(keys, sizeof(keys), "{%s,%s,%s}", k[0], k[1], k[2]);
+	r = PQexecPrepared(w->raw, "op",
+			   w->kind == RAW || w->kind == CHECK ? 3 : 6, vals,
+			   lens, fmts, 0);
 	if (PQresultStatus(r) !=
-	    (w->kind == RAW ? PGRES_COMMAND_OK : PGRES_TUPLES_OK)) {
-		snprintf(w->error, sizeof(w->error), "%s",
-			 PQresultErrorMessage(r));
-		rc = -1;
-	} else if (w->kind != RAW && PQntuples(r) != 1) {
-		/* a fresh account: the check must pass */
-		snprintf(w->error, sizeof(w->error), "%s refused %s",
-			 KIND_NAMES[w->kind], acct);
-		rc = -1;
-	}
+	    (w->kind == RAW ? PGRES_COMMAND_OK : PGRES_TUPLES_OK))
+		return op_fail(w, r, NULL);
+	/* The accounts are disjoint: every check must pass. */
+	if (w->kind != RAW && PQntuples(r) != 1)
+		return op_fail(w, r, "a ceiling's check refused");
 	PQclear(r);
-	return rc;
+	return 0;
 }
 
 static int op_append(worker *w, const char *acct)
@@ -326,6 +366,12 @@ static void *worker_main(void *arg)
 			snprintf(acct, sizeof(acct), "%c%d-%d-%ld",
 				 KIND_NAMES[w->kind][0], w->run, w->thread,
 				 w->done);
+			rc = op_raw(w, acct);
+			break;
+		case LOADED:
+			/* as decide: loads of 0..7 events */
+			snprintf(acct, sizeof(acct), "o%d-%d-%ld", w->run,
+				 w->thread, w->done / DECISIONS_PER_ACCOUNT);
 			rc = op_raw(w, acct);
 			break;
 		case APPEND:
@@ -655,30 +701,45 @@ static void cost(int n)
 }
 
 /*
- * The ceilings next to the append, from the same rotation (see the top
- * comment). Their ratio to raw is as far as an append with a check, or
- * with locks and a check, gets on this machine.
+ * The ceilings next to the append and the decision, from the same
+ * rotation (see the top comment), as percentages of the raw INSERT: as
+ * far as the design's statements, without the library around them, get
+ * on this machine.
  */
-static void print_ceilings(const int *conns, int nconns, result res[][5])
+static void print_ceilings(const int *conns, int nconns, result res[][6])
 {
-	printf("\nceilings: the append's statements as plain SQL (same "
-	       "slices)\n");
-	printf("  %-6s %12s %12s %7s %12s %7s %12s %7s\n", "conns",
-	       "raw INSERT/s", "check only/s", "ratio", "locked fn/s", "ratio",
-	       "appends/s", "ratio");
-	for (int c = 0; c < nconns; c++) {
-		double raw = rate(&res[c][RAW]), chk = rate(&res[c][CHECK]);
-		double lck = rate(&res[c][LOCKED]), app = rate(&res[c][APPEND]);
-		char name[64];
+	static const struct {
+		enum kind kind;
+		const char *name; /* of its bench= line */
+		int width;        /* of its column, less the % */
+	} cols[] = {{CHECK, "ceiling_check", 10},
+		    {LOCKED, "ceiling_locked", 9},
+		    {APPEND, NULL, 7},
+		    {LOADED, "ceiling_load_locked", 11},
+		    {DECIDE, NULL, 9}};
 
-		printf("  %-6d %12.0f %12.0f %6.0f%% %12.0f %6.0f%% %12.0f "
-		       "%6.0f%%\n",
-		       conns[c], raw, chk, 100 * chk / raw, lck,
-		       100 * lck / raw, app, 100 * app / raw);
-		snprintf(name, sizeof(name), "ceiling_check_%dc", conns[c]);
-		line(name, chk, "inserts/s", raw);
-		snprintf(name, sizeof(name), "ceiling_locked_%dc", conns[c]);
-		line(name, lck, "inserts/s", raw);
+	printf("\nceilings: the statements as plain SQL, same slices, %% of "
+	       "raw INSERT\n");
+	printf("  %-6s %12s %11s %10s %8s %12s %10s\n", "conns", "raw INSERT/s",
+	       "check only", "locked fn", "appends", "load+locked",
+	       "decisions");
+	for (int c = 0; c < nconns; c++) {
+		double raw = rate(&res[c][RAW]);
+
+		printf("  %-6d %12.0f", conns[c], raw);
+		for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
+			printf(" %*.0f%%", cols[i].width,
+			       100 * rate(&res[c][cols[i].kind]) / raw);
+		printf("\n");
+		for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++) {
+			char name[64];
+
+			if (!cols[i].name)
+				continue;
+			snprintf(name, sizeof(name), "%s_%dc", cols[i].name,
+				 conns[c]);
+			line(name, rate(&res[c][cols[i].kind]), "ops/s", raw);
+		}
 	}
 }
 
@@ -737,7 +798,7 @@ int main(int argc, char **argv)
 	int cost_n = 300;
 	unsigned async_conns = 2;
 	int conns[3] = {1, 4, 16}, nconns = 3;
-	result res[3][5];
+	result res[3][6];
 	double sync16 = 0, raw16 = 0;
 
 	for (int i = 1; i < argc; i++) {
@@ -779,7 +840,7 @@ int main(int argc, char **argv)
 
 	if (wanted(only, "append")) {
 		/* The ceilings' slices join the same rotation. */
-		int nkinds = wanted(only, "ceiling") ? 5 : 3;
+		int nkinds = wanted(only, "ceiling") ? 6 : 3;
 
 		printf("appends and decisions: %d rounds of %.1f s slices, "
 		       "raw / append / decide%s interleaved\n",
