@@ -41,6 +41,7 @@
 #define S_COMMIT "dis_l_commit"
 #define S_PROBE "dis_l_probe"
 #define S_DEAD "dis_l_dead"
+#define S_BARRIER "dis_l_barrier"
 
 #define SQL_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE"
 
@@ -417,7 +418,7 @@ static void on_connected(dis__listener *l)
 {
 	const char *reg[3] = {l->id, l->types_array, l->query_text};
 	const char *id[1] = {l->id};
-	dis__stmt s[8] = {
+	dis__stmt s[9] = {
 		{.sql = SQL_REGISTER, .nparams = 3, .values = reg},
 		{.name = S_FETCH, .sql = l->fetch_sql, .prepare = true},
 		{.name = S_LOCK, .sql = SQL_LOCK, .prepare = true},
@@ -428,6 +429,7 @@ static void on_connected(dis__listener *l)
 		/* The connection runs only batches (see durable_commit). */
 		{.sql = l->cfg.durable_commit ? "SET synchronous_commit = on"
 					      : "SET synchronous_commit = off"},
+		{.name = S_BARRIER, .sql = DIS__BARRIER_SQL, .prepare = true},
 	};
 	int rc;
 
@@ -439,7 +441,7 @@ static void on_connected(dis__listener *l)
 	dis_store_set_log(l->store, l->rt->log, l->rt->log_arg);
 	/* The fetch statement's parameter count, for PQsendPrepare. */
 	s[1].nparams = 0;
-	rc = dis__pq_send(l->pq, s, 8);
+	rc = dis__pq_send(l->pq, s, 9);
 	if (rc) {
 		conn_down(l, dis__pq_errmsg(l->pq));
 		return;
@@ -551,8 +553,9 @@ static void start_batch(dis__listener *l)
 {
 	const char *id[1] = {l->id};
 	dis__sql sql;
-	dis__stmt s[3] = {
+	dis__stmt s[4] = {
 		{.sql = SQL_BEGIN},
+		{.name = S_BARRIER, .binary = 1},
 		{.binary = 1},
 		{.name = S_LOCK, .nparams = 1, .values = id},
 	};
@@ -571,7 +574,7 @@ static void start_batch(dis__listener *l)
 	l->fail = DIS__F_NONE;
 	l->rows_ahead = dis__ahead_covers(l, l->ck, limit);
 	if (l->rows_ahead) {
-		s[1] = s[2];
+		s[1] = s[3];
 		rc = dis__pq_send(l->pq, s, 2);
 		goto sent;
 	}
@@ -582,8 +585,8 @@ static void start_batch(dis__listener *l)
 		conn_down(l, "out of memory");
 		return;
 	}
-	s[1] = dis__listener_read_stmt(l, &sql, S_FETCH);
-	rc = dis__pq_send(l->pq, s, 3);
+	s[2] = dis__listener_read_stmt(l, &sql, S_FETCH);
+	rc = dis__pq_send(l->pq, s, 4);
 	dis__sql_free(&sql);
 sent:
 	if (rc) {
@@ -596,7 +599,7 @@ sent:
 static void send_refetch(dis__listener *l)
 {
 	dis__sql sql;
-	dis__stmt s;
+	dis__stmt s[2] = {{.name = S_BARRIER, .binary = 1}};
 	int rc;
 
 	l->from = l->ck;
@@ -607,8 +610,8 @@ static void send_refetch(dis__listener *l)
 		conn_down(l, "out of memory");
 		return;
 	}
-	s = dis__listener_read_stmt(l, &sql, S_FETCH);
-	rc = dis__pq_send(l->pq, &s, 1);
+	s[1] = dis__listener_read_stmt(l, &sql, S_FETCH);
+	rc = dis__pq_send(l->pq, s, 2);
 	dis__sql_free(&sql);
 	if (rc) {
 		conn_down(l, dis__pq_errmsg(l->pq));
@@ -750,12 +753,12 @@ static void event_failed(dis__listener *l, int idx, dis_position pos, int code,
 static int dead_letter(dis__listener *l, PGconn *conn, int r, const char *error,
 		       uint32_t attempts, bool skip)
 {
-	dis_position p = dis__row_position(l->rows, l->row0 + r, 1);
+	dis_position p = dis__row_position(l->rows, l->row0 + r, 0);
 	char id[24], tx[24], att[16];
 	const char *v[7] = {l->id,
 			    id,
 			    tx,
-			    PQgetvalue(l->rows, l->row0 + r, 3),
+			    PQgetvalue(l->rows, l->row0 + r, 2),
 			    error,
 			    att,
 			    skip ? "skipped" : "stopped"};
@@ -1020,7 +1023,7 @@ static void take_queue_failure(dis__listener *l, first_fail *f)
 static int decode_row(dis__listener *l, PGconn *conn, int i,
 		      const dis_position *pos, dis_event **ev)
 {
-	int rc = dis__store_event_view_row(l->store, l->rows, l->row0 + i, 1,
+	int rc = dis__store_event_view_row(l->store, l->rows, l->row0 + i, 0,
 					   pos, &l->view, ev);
 
 	if (rc && rc != DIS_ESERDE &&
@@ -1028,7 +1031,7 @@ static int decode_row(dis__listener *l, PGconn *conn, int i,
 		if (queue_sync(l, conn))
 			return 1;
 		rc = dis__store_event_view_row(l->store, l->rows, l->row0 + i,
-					       1, pos, &l->view, ev);
+					       0, pos, &l->view, ev);
 	}
 	return rc;
 }
@@ -1063,7 +1066,7 @@ static void handle(dis__listener *l)
 		clear_failure(l);
 	}
 	for (i = 0; i < l->nrows; i++) {
-		dis_position pos = dis__row_position(l->rows, l->row0 + i, 1);
+		dis_position pos = dis__row_position(l->rows, l->row0 + i, 0);
 		PGTransactionStatusType ts;
 		dis_event *ev;
 
@@ -1169,7 +1172,7 @@ static void handle(dis__listener *l)
 	take_queue_failure(l, &ff);
 	if (ff.idx >= 0 && l->fail != DIS__F_INFRA)
 		event_failed(l, ff.idx,
-			     dis__row_position(l->rows, l->row0 + ff.idx, 1),
+			     dis__row_position(l->rows, l->row0 + ff.idx, 0),
 			     ff.code, ff.msg, ff.poison);
 out:
 	if (rt->free_requested)
@@ -1187,15 +1190,19 @@ out:
 	commit(l);
 }
 
-static void fetched(dis__listener *l, PGresult *rows)
+/* The barrier's and the events' results of a fetch (taken: freed here). */
+static void fetched(dis__listener *l, PGresult *barrier, PGresult *rows)
 {
-	int n;
+	int n, bad;
 
 	l->rows = rows;
 	l->rows_lent = false;
 	l->row0 = 0;
-	if (!rows || PQntuples(rows) < 1 ||
-	    dis__read_result(rows, l->limit, l->from, &n, &l->next)) {
+	bad = !barrier || !rows ||
+	      dis__read_result(barrier, rows, l->limit, l->from, &l->barrier,
+			       &n, &l->next);
+	PQclear(barrier);
+	if (bad) {
 		l->errors++;
 		set_error(l, DIS_EPG,
 			  "unexpected fetch result: rows missing or out "
@@ -1205,7 +1212,6 @@ static void fetched(dis__listener *l, PGresult *rows)
 		return;
 	}
 	l->nrows = n;
-	l->barrier = dis__get_be64(PQgetvalue(rows, PQntuples(rows) - 1, 0));
 	/* Full: another batch follows from here; read it meanwhile. */
 	if ((size_t)n == l->limit && l->limit == l->cfg.fetch_size &&
 	    !l->prefix && !l->single && !l->poison && !l->fail_id)
@@ -1238,12 +1244,13 @@ void dis__listener_ahead_in(dis__listener *l)
 }
 
 /*
- * Results of BEGIN, fetch and lock from statement k of the pipeline, or
- * (ahead) of BEGIN and lock, the rows coming from the read-ahead.
+ * Results of BEGIN, barrier, fetch and lock from statement k of the
+ * pipeline, or (ahead) of BEGIN and lock, the rows coming from the
+ * read-ahead.
  */
 static void on_fetch_at(dis__listener *l, int k, bool ahead)
 {
-	int nst = ahead ? 2 : 3;
+	int nst = ahead ? 2 : 4;
 	PGresult *lock;
 
 	if (dis__pq_check_range(l->pq, k, k + nst, NULL) >= 0) {
@@ -1270,7 +1277,8 @@ static void on_fetch_at(dis__listener *l, int k, bool ahead)
 	if (ahead)
 		dis__listener_ahead_in(l);
 	else
-		fetched(l, dis__pq_take(l->pq, k + 1));
+		fetched(l, dis__pq_take(l->pq, k + 1),
+			dis__pq_take(l->pq, k + 2));
 }
 
 static void on_fetch(dis__listener *l)
@@ -1284,7 +1292,7 @@ static void on_refetch(dis__listener *l)
 		infra_fail(l, "fetching events");
 		return;
 	}
-	fetched(l, dis__pq_take(l->pq, 0));
+	fetched(l, dis__pq_take(l->pq, 0), dis__pq_take(l->pq, 1));
 }
 
 /* Whether the next batch can start behind this one's COMMIT. */
@@ -1399,9 +1407,12 @@ static void commit(dis__listener *l)
 			l->chain_from = l->ck_new;
 			l->chain_limit = l->cfg.fetch_size;
 			s[n++] = (dis__stmt){.sql = SQL_BEGIN};
-			if (!l->rows_ahead)
+			if (!l->rows_ahead) {
+				s[n++] = (dis__stmt){.name = S_BARRIER,
+						     .binary = 1};
 				s[n++] = dis__listener_read_stmt(l, &next,
 								 S_FETCH);
+			}
 			s[n++] = (dis__stmt){
 				.name = S_LOCK, .nparams = 1, .values = id};
 			l->pending = false;

@@ -354,6 +354,145 @@ static void test_lock_keys_stable(void **state)
 	dis_event_free(ev);
 }
 
+/* ---- the gap-free read's results (dis__read_result) ---- */
+
+static void put_be64(char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (char)(v & 0xff);
+}
+
+/* A binary result of `ncols` columns; rows added with add_row(). */
+static PGresult *result(int ncols, int format)
+{
+	PGresAttDesc att[4];
+	PGresult *r = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
+
+	memset(att, 0, sizeof(att));
+	for (int i = 0; i < ncols; i++) {
+		att[i].name = (char *)"c";
+		att[i].format = format;
+	}
+	assert_non_null(r);
+	assert_true(PQsetResultAttrs(r, ncols, att));
+	return r;
+}
+
+static PGresult *barrier_result(uint64_t barrier)
+{
+	PGresult *r = result(1, 1);
+	char v[8];
+
+	put_be64(v, barrier);
+	assert_true(PQsetvalue(r, 0, 0, v, 8));
+	return r;
+}
+
+/* An event row at (tx, id), appended to `r`. */
+static void add_row(PGresult *r, uint64_t tx, int64_t id)
+{
+	int row = PQntuples(r);
+	char a[8], b[8];
+
+	put_be64(a, (uint64_t)id);
+	put_be64(b, tx);
+	assert_true(PQsetvalue(r, row, 0, a, 8));
+	assert_true(PQsetvalue(r, row, 1, b, 8));
+	assert_true(PQsetvalue(r, row, 2, (char *)"Deposited", 9));
+	assert_true(PQsetvalue(r, row, 3, (char *)"\xd1", 1));
+}
+
+/* Runs dis__read_result over rows at tx 10+i, ids 1+i. */
+static int read_of(int nrows, size_t limit, uint64_t barrier, dis_position from,
+		   int *n, dis_position *next)
+{
+	PGresult *b = barrier_result(barrier), *rows = result(4, 1);
+	uint64_t got_barrier = 0;
+	int rc;
+
+	for (int i = 0; i < nrows; i++)
+		add_row(rows, 10 + (uint64_t)i, 1 + i);
+	rc = dis__read_result(b, rows, limit, from, &got_barrier, n, next);
+	if (rc == 0)
+		assert_int_equal(got_barrier, barrier);
+	PQclear(b);
+	PQclear(rows);
+	return rc;
+}
+
+static void test_read_result(void **state)
+{
+	dis_position start = {0, 0}, next;
+	PGresult *b, *rows;
+	uint64_t barrier;
+	int n;
+
+	(void)state;
+	/* Full: the next read starts after the last row, not at the
+	 * barrier, whatever the barrier. */
+	assert_int_equal(read_of(3, 3, 500, start, &n, &next), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(next.tx, 12);
+	assert_int_equal(next.id, 3);
+	/* Short: everything below the barrier was seen. */
+	assert_int_equal(read_of(2, 3, 500, start, &n, &next), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(next.tx, 500);
+	assert_int_equal(next.id, 0);
+	/* Short, the barrier (read first) below rows the later statement
+	 * saw: never back behind the last row. */
+	assert_int_equal(read_of(2, 3, 11, start, &n, &next), 0);
+	assert_int_equal(next.tx, 11);
+	assert_int_equal(next.id, 2);
+	assert_int_equal(read_of(2, 3, 5, start, &n, &next), 0);
+	assert_int_equal(next.tx, 11);
+	assert_int_equal(next.id, 2);
+	/* Nothing new, the barrier behind `from`: stay. */
+	assert_int_equal(read_of(0, 3, 5, (dis_position){7, 9}, &n, &next), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(next.tx, 7);
+	assert_int_equal(next.id, 9);
+	/* Rows not after `from`, or more than asked for. */
+	assert_int_equal(read_of(2, 3, 500, (dis_position){10, 1}, &n, &next),
+			 DIS_EPG);
+	assert_int_equal(read_of(4, 3, 500, start, &n, &next), DIS_EPG);
+
+	/* Rows out of order; a short position value; malformed barriers. */
+	b = barrier_result(500);
+	rows = result(4, 1);
+	add_row(rows, 12, 3);
+	add_row(rows, 11, 2);
+	assert_int_equal(dis__read_result(b, rows, 3, start, &barrier, &n,
+					  &next),
+			 DIS_EPG);
+	PQclear(rows);
+	rows = result(4, 1);
+	add_row(rows, 12, 3);
+	assert_true(PQsetvalue(rows, 0, 1, (char *)"\x01\x02", 2));
+	assert_int_equal(dis__read_result(b, rows, 3, start, &barrier, &n,
+					  &next),
+			 DIS_EPG);
+	PQclear(rows);
+	PQclear(b);
+	rows = result(4, 1);
+	b = result(1, 1); /* no row */
+	assert_int_equal(dis__read_result(b, rows, 3, start, &barrier, &n,
+					  &next),
+			 DIS_EPG);
+	assert_true(PQsetvalue(b, 0, 0, NULL, -1)); /* NULL */
+	assert_int_equal(dis__read_result(b, rows, 3, start, &barrier, &n,
+					  &next),
+			 DIS_EPG);
+	PQclear(b);
+	b = result(1, 0); /* text, not binary */
+	assert_true(PQsetvalue(b, 0, 0, (char *)"12345678", 8));
+	assert_int_equal(dis__read_result(b, rows, 3, start, &barrier, &n,
+					  &next),
+			 DIS_EPG);
+	PQclear(b);
+	PQclear(rows);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -364,6 +503,7 @@ int main(void)
 		cmocka_unit_test(test_describe_canonical),
 		cmocka_unit_test(test_lock_keys_meet),
 		cmocka_unit_test(test_lock_keys_stable),
+		cmocka_unit_test(test_read_result),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
