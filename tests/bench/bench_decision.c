@@ -26,6 +26,9 @@
  *            "load+locked" is a decision's SQL: the load (rows and
  *            snapshot, not decoded), then the locked call checked
  *            against the load's snapshot (accounts as for decide);
+ *            "no notify" is the append's own pipeline as plain SQL
+ *            (BEGIN, locks, insert under its check, COMMIT; one sync)
+ *            without the notification that follows it;
  *   cost     one connection, one operation at a time: CPU per operation
  *            of this process and of its server backend (from
  *            /proc/.../schedstat, immune to waiting), and the backend's
@@ -132,9 +135,9 @@ static dis_decision *new_move(const char *id, int64_t amount)
 
 /* ---- synchronous workers ---- */
 
-enum kind { RAW, APPEND, DECIDE, CHECK, LOCKED, LOADED, HOT, NKINDS };
+enum kind { RAW, APPEND, DECIDE, CHECK, LOCKED, LOADED, PIPED, HOT, NKINDS };
 static const char *const KIND_NAMES[] = {"raw",    "append", "decide", "check",
-					 "locked", "loaded", "hot"};
+					 "locked", "loaded", "piped",  "hot"};
 
 /*
  * The ceilings' statements (see the top comment): the library's insert,
@@ -169,6 +172,10 @@ static const char *const KIND_NAMES[] = {"raw",    "append", "decide", "check",
 #define CEILING_LOCKED_SQL                                           \
 	"SELECT * FROM bench_locked_append($1, $2, $3, $4::int8[], " \
 	"$5::bool[], $6::pg_snapshot)"
+#define CEILING_LOCKS_SQL                                                   \
+	"SELECT count(CASE WHEN u.e THEN pg_advisory_xact_lock(u.k)::text " \
+	"ELSE pg_advisory_xact_lock_shared(u.k)::text END) FROM "           \
+	"unnest($1::int8[], $2::bool[]) AS u(k, e)"
 #define CEILING_LOAD_SQL                                                    \
 	"SELECT pg_current_snapshot()::text, e.* FROM (SELECT 1) AS one "   \
 	"LEFT JOIN LATERAL (SELECT event_id, tx, event_type, payload FROM " \
@@ -206,13 +213,14 @@ static void prepare(PGconn *c, const char *name, const char *sql)
 static void worker_open(worker *w)
 {
 	if (w->kind == RAW || w->kind == CHECK || w->kind == LOCKED ||
-	    w->kind == LOADED) {
+	    w->kind == LOADED || w->kind == PIPED) {
 		static const char *const sql[] = {
 			[RAW] = "INSERT INTO event (event_type, payload, "
 				"account_id) VALUES ($1, $2, $3)",
 			[CHECK] = CEILING_CHECK_SQL,
 			[LOCKED] = CEILING_LOCKED_SQL,
-			[LOADED] = CEILING_LOCKED_SQL};
+			[LOADED] = CEILING_LOCKED_SQL,
+			[PIPED] = CEILING_CHECK_SQL};
 
 		w->raw = PQconnectdb(conninfo);
 		if (PQstatus(w->raw) != CONNECTION_OK)
@@ -220,6 +228,12 @@ static void worker_open(worker *w)
 		prepare(w->raw, "op", sql[w->kind]);
 		if (w->kind == LOADED)
 			prepare(w->raw, "load", CEILING_LOAD_SQL);
+		if (w->kind == PIPED) {
+			prepare(w->raw, "begin",
+				"BEGIN ISOLATION LEVEL READ COMMITTED");
+			prepare(w->raw, "locks", CEILING_LOCKS_SQL);
+			prepare(w->raw, "commit", "COMMIT");
+		}
 		return;
 	}
 	if (dis_store_open(conninfo, schema, &w->store, w->error,
@@ -249,6 +263,56 @@ static uint64_t fnv1a(const char *s, uint64_t seed)
 	for (; *s; s++)
 		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
 	return h;
+}
+
+/* "no notify": BEGIN, locks, insert, COMMIT in one pipeline, one sync. */
+static int op_piped(worker *w, const char *acct, const char *keys)
+{
+	const char *lock_vals[2] = {keys, "{t,t,f}"};
+	const char *vals[3] = {"Deposited", payload, acct};
+	int lens[3] = {0, payload_len, 0}, fmts[3] = {0, 1, 0};
+	PGconn *c = w->raw;
+	PGresult *r;
+	int inserted = -1, rc = 0;
+
+	if (!PQenterPipelineMode(c) ||
+	    !PQsendQueryPrepared(c, "begin", 0, NULL, NULL, NULL, 0) ||
+	    !PQsendQueryPrepared(c, "locks", 2, lock_vals, NULL, NULL, 0) ||
+	    !PQsendQueryPrepared(c, "op", 3, vals, lens, fmts, 0) ||
+	    !PQsendQueryPrepared(c, "commit", 0, NULL, NULL, NULL, 0) ||
+	    !PQpipelineSync(c)) {
+		snprintf(w->error, sizeof(w->error), "%s", PQerrorMessage(c));
+		return -1;
+	}
+	/* Four statements, each a result then NULL, then the sync. */
+	for (int i = 0; i < 4; i++) {
+		while ((r = PQgetResult(c)) != NULL) {
+			ExecStatusType st = PQresultStatus(r);
+
+			if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK &&
+			    !rc) {
+				snprintf(w->error, sizeof(w->error), "%s",
+					 PQresultErrorMessage(r));
+				rc = -1;
+			}
+			if (i == 2)
+				inserted = PQntuples(r);
+			PQclear(r);
+		}
+	}
+	r = PQgetResult(c);
+	if (PQresultStatus(r) != PGRES_PIPELINE_SYNC && !rc) {
+		snprintf(w->error, sizeof(w->error), "no pipeline sync");
+		rc = -1;
+	}
+	PQclear(r);
+	PQexitPipelineMode(c);
+	if (!rc && inserted != 1) {
+		snprintf(w->error, sizeof(w->error),
+			 "a ceiling's check refused");
+		rc = -1;
+	}
+	return rc;
 }
 
 static int op_fail(worker *w, PGresult *r, const char *what)
@@ -290,6 +354,8 @@ static int op_raw(worker *w, const char *acct)
 		snprintf(k[i], sizeof(k[i]), "%" PRId64,
 			 (int64_t)fnv1a(acct, (uint64_t)i));
 	snprintf(keys, sizeof(keys), "{%s,%s,%s}", k[0], k[1], k[2]);
+	if (w->kind == PIPED)
+		return op_piped(w, acct, keys);
 	r = PQexecPrepared(w->raw, "op",
 			   w->kind == RAW || w->kind == CHECK ? 3 : 6, vals,
 			   lens, fmts, 0);
@@ -362,7 +428,8 @@ static void *worker_main(void *arg)
 		case RAW:
 		case CHECK:
 		case LOCKED:
-			/* r, c, l: the kind's initial */
+		case PIPED:
+			/* r, c, l, p: the kind's initial */
 			snprintf(acct, sizeof(acct), "%c%d-%d-%ld",
 				 KIND_NAMES[w->kind][0], w->run, w->thread,
 				 w->done);
@@ -706,7 +773,7 @@ static void cost(int n)
  * far as the design's statements, without the library around them, get
  * on this machine.
  */
-static void print_ceilings(const int *conns, int nconns, result res[][6])
+static void print_ceilings(const int *conns, int nconns, result res[][7])
 {
 	static const struct {
 		enum kind kind;
@@ -714,15 +781,16 @@ static void print_ceilings(const int *conns, int nconns, result res[][6])
 		int width;        /* of its column, less the % */
 	} cols[] = {{CHECK, "ceiling_check", 10},
 		    {LOCKED, "ceiling_locked", 9},
+		    {PIPED, "ceiling_no_notify", 9},
 		    {APPEND, NULL, 7},
 		    {LOADED, "ceiling_load_locked", 11},
 		    {DECIDE, NULL, 9}};
 
 	printf("\nceilings: the statements as plain SQL, same slices, %% of "
 	       "raw INSERT\n");
-	printf("  %-6s %12s %11s %10s %8s %12s %10s\n", "conns", "raw INSERT/s",
-	       "check only", "locked fn", "appends", "load+locked",
-	       "decisions");
+	printf("  %-6s %12s %11s %10s %10s %8s %12s %10s\n", "conns",
+	       "raw INSERT/s", "check only", "locked fn", "no notify",
+	       "appends", "load+locked", "decisions");
 	for (int c = 0; c < nconns; c++) {
 		double raw = rate(&res[c][RAW]);
 
@@ -798,7 +866,7 @@ int main(int argc, char **argv)
 	int cost_n = 300;
 	unsigned async_conns = 2;
 	int conns[3] = {1, 4, 16}, nconns = 3;
-	result res[3][6];
+	result res[3][7];
 	double sync16 = 0, raw16 = 0;
 
 	for (int i = 1; i < argc; i++) {
@@ -840,7 +908,7 @@ int main(int argc, char **argv)
 
 	if (wanted(only, "append")) {
 		/* The ceilings' slices join the same rotation. */
-		int nkinds = wanted(only, "ceiling") ? 6 : 3;
+		int nkinds = wanted(only, "ceiling") ? 7 : 3;
 
 		printf("appends and decisions: %d rounds of %.1f s slices, "
 		       "raw / append / decide%s interleaved\n",
