@@ -202,36 +202,24 @@ int dis__store_event_view_row(dis_store *store, const struct pg_result *res,
 			      int row, int col, const dis_position *known,
 			      dis_event **view, dis_event **out);
 /*
- * The gap-free batch read of DESIGN section 5, as two statements run in
- * this order, in one pipeline: DIS__BARRIER_SQL, then the events matching
- * `query` after `from`, below the barrier of their own statement, in
- * position order, at most `limit` (dis__read_sql). Request binary results
- * for both. The events' columns are DIS__EVENT_COLUMNS from column 0.
- *
- * The barrier comes from the earlier statement's snapshot: at most the
- * events statement's own (a later snapshot's xmin is never lower), so
- * every event below it was seen, and DESIGN allows a barrier read before
- * the rows, never after. One statement returning both (a UNION ALL with a
- * barrier row) read 1.2-1.4M rows/s in reads of 1000 rows, these two
- * 2.2-2.3M (one client, one table, interleaved runs).
+ * The gap-free batch read of DESIGN section 5 as one statement: events
+ * matching `query` after `from`, below the barrier (the xmin of the
+ * statement's snapshot), in position order, at most `limit`. Request binary
+ * results. Result columns: 0 the barrier (xid8), then DIS__EVENT_COLUMNS
+ * from column 1. The event rows come first (barrier NULL), then one row
+ * with only the barrier.
  */
-/* Transactions below it have ended: every event under it is visible. */
-#define DIS__BARRIER_EXPR "pg_snapshot_xmin(pg_current_snapshot())"
-#define DIS__BARRIER_SQL "SELECT " DIS__BARRIER_EXPR
 int dis__read_sql(const dis_query *query, dis_position from, size_t limit,
 		  dis__sql *sql);
 /*
- * From their results: the barrier, the number of event rows and the
- * position to continue from (after the last event when `limit` rows came
- * back, else at the barrier when that is further, never behind `from`).
- * DIS_EPG when a result does not have its shape, there are more than
- * `limit` rows, or they are not in strictly increasing position order
+ * From such a result: the number of event rows and the position to
+ * continue from (after the last event when `limit` rows came back, else at
+ * the barrier, never behind `from`). DIS_EPG when the result does not have
+ * that shape or its events are not in strictly increasing position order
  * after `from` (the statement relies on the plan keeping its order).
  */
-int dis__read_result(const struct pg_result *barrier,
-		     const struct pg_result *rows, size_t limit,
-		     dis_position from, uint64_t *barrier_out, int *nrows,
-		     dis_position *next);
+int dis__read_result(const struct pg_result *res, size_t limit,
+		     dis_position from, int *nrows, dis_position *next);
 /* Sets the store's error message. Returns `code`. */
 int dis__store_fail(dis_store *store, int code, const char *fmt, ...)
 	DIS_PRINTF(3, 4);

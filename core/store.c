@@ -1197,59 +1197,70 @@ int dis_store_load_since(dis_store *s, const dis_query *query,
 	return load(s, query, since, fn, arg, version);
 }
 
+/* Transactions below it have ended: every event under it is visible. */
+#define BARRIER_SQL "pg_snapshot_xmin(pg_current_snapshot())"
+
 int dis__read_sql(const dis_query *query, dis_position from, size_t limit,
 		  dis__sql *sql)
 {
 	int rc;
 
-	dis__sql_puts(sql, "SELECT " DIS__EVENT_COLUMNS " FROM event WHERE "
+	/*
+	 * The events, then one row with the barrier: both read the
+	 * statement's one snapshot. Neither a join (which projected every
+	 * row through it: a quarter of a 1000-row fetch) nor an outer sort
+	 * (half of it): UNION ALL returns its branches in order and the
+	 * first in its index order; dis__read_result checks both. (The
+	 * type as text: an Append passing varchar on cost a tenth more.)
+	 */
+	dis__sql_puts(sql, "(SELECT NULL::xid8 AS barrier, event_id, tx, "
+			   "event_type::text, payload FROM event WHERE "
 			   "(tx, event_id) > (");
 	dis__sql_param_u64(sql, from.tx);
 	dis__sql_puts(sql, "::xid8, ");
 	dis__sql_param_i64(sql, from.id);
-	dis__sql_puts(sql, ") AND tx < " DIS__BARRIER_EXPR " AND ");
+	dis__sql_puts(sql, ") AND tx < " BARRIER_SQL " AND ");
 	rc = dis__query_sql(query, sql);
 	dis__sql_puts(sql, " ORDER BY tx, event_id LIMIT ");
 	dis__sql_param_i64(sql, (int64_t)limit);
+	dis__sql_puts(sql, ") UNION ALL SELECT " BARRIER_SQL
+			   ", NULL, NULL, NULL, NULL");
 	if (rc)
 		return rc;
 	return sql->oom || sql->text.oom ? DIS_ENOMEM : 0;
 }
 
-int dis__read_result(const PGresult *barrier, const PGresult *rows,
-		     size_t limit, dis_position from, uint64_t *barrier_out,
+int dis__read_result(const PGresult *res, size_t limit, dis_position from,
 		     int *nrows, dis_position *next)
 {
-	int n = PQntuples(rows);
+	int rows = 0;
 	dis_position last = from;
-	uint64_t b;
+	uint64_t barrier = 0;
+	int last_row = PQntuples(res) - 1;
 
-	if (PQntuples(barrier) != 1 || PQnfields(barrier) != 1 ||
-	    PQfformat(barrier, 0) != 1 || PQgetisnull(barrier, 0, 0) ||
-	    PQgetlength(barrier, 0, 0) != 8 || PQnfields(rows) < 4 ||
-	    PQfformat(rows, 0) != 1 || n < 0 || (size_t)n > limit)
+	if (last_row < 0 || PQnfields(res) < 5 || PQfformat(res, 0) != 1 ||
+	    PQgetisnull(res, last_row, 0) || !PQgetisnull(res, last_row, 1))
 		return DIS_EPG;
-	b = dis__get_be64(PQgetvalue(barrier, 0, 0));
-	for (int r = 0; r < n; r++) {
+	barrier = dis__get_be64(PQgetvalue(res, last_row, 0));
+	for (int r = 0; r < last_row; r++) {
 		dis_position p;
 
-		if (PQgetlength(rows, r, 0) != 8 ||
-		    PQgetlength(rows, r, 1) != 8)
+		if (PQgetisnull(res, r, 1))
 			return DIS_EPG;
-		p = dis__row_position(rows, r, 0);
+		rows++;
+		p = dis__row_position(res, r, 1);
 		if (dis_position_cmp(p, last) <= 0)
 			return DIS_EPG;
 		last = p;
 	}
-	if ((size_t)n < limit) {
+	*nrows = rows;
+	if ((size_t)rows < limit) {
 		/* Everything below the barrier has been seen. */
-		dis_position at = {b, 0};
+		dis_position b = {barrier, 0};
 
-		if (dis_position_cmp(at, last) > 0)
-			last = at;
+		if (dis_position_cmp(b, last) > 0)
+			last = b;
 	}
-	*barrier_out = b;
-	*nrows = n;
 	*next = last;
 	return 0;
 }
@@ -1258,8 +1269,7 @@ int dis_store_read(dis_store *s, const dis_query *query, dis_position from,
 		   size_t limit, dis_event_fn fn, void *arg, dis_position *next)
 {
 	dis__sql sql;
-	PGresult *res[2] = {NULL, NULL};
-	uint64_t barrier;
+	PGresult *res;
 	int rows, rc;
 
 	if (!s || !query || !next || limit == 0)
@@ -1273,26 +1283,19 @@ int dis_store_read(dis_store *s, const dis_query *query, dis_position from,
 		dis__sql_free(&sql);
 		return dis__store_fail(s, rc, "building the read statement");
 	}
-	{
-		pstmt st[2] = {{DIS__BARRIER_SQL, 0, NULL, NULL, NULL, 1},
-			       {dis__buf_cstr(&sql.text), sql.nparams,
-				(const char *const *)sql.params, NULL, NULL,
-				1}};
-
-		rc = pipeline(s, "reading events", st, 2, NULL, false, res);
-	}
+	rc = run(s, "reading events", dis__buf_cstr(&sql.text), sql.nparams,
+		 (const char *const *)sql.params, NULL, NULL, 1,
+		 PGRES_TUPLES_OK, &res);
 	dis__sql_free(&sql);
-	if (!rc && (PQresultStatus(res[0]) != PGRES_TUPLES_OK ||
-		    PQresultStatus(res[1]) != PGRES_TUPLES_OK ||
-		    dis__read_result(res[0], res[1], limit, from, &barrier,
-				     &rows, next)))
+	if (rc)
+		return rc;
+	if (dis__read_result(res, limit, from, &rows, next))
 		rc = dis__store_fail(s, DIS_EPG,
 				     "unexpected read result: rows missing "
 				     "or out of position order");
-	if (!rc)
-		rc = deliver_rows(s, res[1], 0, fn, arg);
-	PQclear(res[0]);
-	PQclear(res[1]);
+	else
+		rc = deliver_rows(s, res, 1, fn, arg);
+	PQclear(res);
 	return rc;
 }
 

@@ -13,9 +13,9 @@
  * full is followed at once by the next, so at most DIS__AHEAD_MAX reads are
  * held or on their way.
  *
- * The read is the batch's own gap-free read (the barrier, then the events
- * below their own statement's barrier), only run earlier, in a
- * transaction of its own and with a larger limit: its rows in order are what consecutive batches would have
+ * The read is the batch's own gap-free statement (events and barrier from
+ * one snapshot), only run earlier, in a transaction of its own and with a
+ * larger limit: its rows in order are what consecutive batches would have
  * fetched at that moment (a batch that ends a read short of its limit
  * moves the checkpoint to the read's barrier, as a short fetch does). The next
  * batch still locks the listener's row first; when the checkpoint there is
@@ -40,19 +40,14 @@
 /* Rows one read asks for: a whole number of batches. */
 #define AHEAD_ROWS 4096
 #define S_AHEAD "dis_l_ahead"
-#define S_AHEAD_BARRIER "dis_l_ahead_barrier"
 
 /* The read is prepared once per connection (parsing it anew was a tenth
  * of each read). */
 static int send_setup(dis__listener *l)
 {
-	dis__stmt s[2] = {
-		{.name = S_AHEAD_BARRIER,
-		 .sql = DIS__BARRIER_SQL,
-		 .prepare = true},
-		{.name = S_AHEAD, .sql = l->fetch_sql, .prepare = true}};
+	dis__stmt s = {.name = S_AHEAD, .sql = l->fetch_sql, .prepare = true};
 
-	l->ahead_setup = dis__pq_send(l->apq, s, 2) == 0;
+	l->ahead_setup = dis__pq_send(l->apq, &s, 1) == 0;
 	return l->ahead_setup ? 0 : DIS_ECONN;
 }
 
@@ -81,9 +76,7 @@ static void pump(dis__listener *l)
 {
 	struct dis__ahead_read *r = unread(l);
 	dis__sql sql;
-	/* Both in one implicit transaction, each with its own snapshot in
-	 * READ COMMITTED (or one for both): the barrier's is not the later. */
-	dis__stmt s[2] = {{.name = S_AHEAD_BARRIER, .binary = 1}};
+	dis__stmt s;
 	int rc;
 
 	if (!r || l->ahead_out || l->ahead_setup ||
@@ -92,8 +85,8 @@ static void pump(dis__listener *l)
 	dis__sql_init(&sql);
 	rc = dis__read_sql(l->query, r->from, l->ahead_rows, &sql);
 	if (!rc) {
-		s[1] = dis__listener_read_stmt(l, &sql, S_AHEAD);
-		rc = dis__pq_send(l->apq, s, 2);
+		s = dis__listener_read_stmt(l, &sql, S_AHEAD);
+		rc = dis__pq_send(l->apq, &s, 1);
 	}
 	dis__sql_free(&sql);
 	if (rc)
@@ -128,31 +121,28 @@ static void read_on(dis__listener *l)
 	}
 }
 
-/* The rows of the read that was out (barrier and events, taken): keep
- * them, read on behind them. */
-static void read_in(dis__listener *l, PGresult *barrier, PGresult *res)
+/* The rows of the read that was out: keep them, read on behind them. */
+static void read_in(dis__listener *l, PGresult *res)
 {
 	struct dis__ahead_read *r = unread(l);
-	int n, bad;
+	int n;
 
 	l->ahead_out = false;
-	bad = !r || !barrier || !res ||
-	      dis__read_result(barrier, res, l->ahead_rows, r->from,
-			       &r->barrier, &n, &r->end);
-	PQclear(barrier);
 	if (l->ahead_stale || !r) {
 		l->ahead_stale = false;
 		PQclear(res);
 		pump(l);
 		return;
 	}
-	if (bad) {
+	if (!res ||
+	    dis__read_result(res, l->ahead_rows, r->from, &n, &r->end)) {
 		PQclear(res);
 		read_failed(l);
 		return;
 	}
 	r->res = res;
 	r->nrows = n;
+	r->barrier = dis__get_be64(PQgetvalue(res, PQntuples(res) - 1, 0));
 	read_on(l);
 	if (l->st == DIS__L_AHEAD)
 		dis__listener_ahead_in(l);
@@ -196,11 +186,11 @@ static void on_apq(dis__pq *pq, void *arg, dis__pq_event ev, int status)
 				pump(l);
 			}
 		} else if (dis__pq_check(pq, NULL) < 0) {
-			read_in(l, dis__pq_take(pq, 0), dis__pq_take(pq, 1));
+			read_in(l, dis__pq_take(pq, 0));
 		} else {
 			dis__l_log(l, DIS_LOG_DEBUG, "read-ahead: %s",
 				   dis__pq_errmsg(pq));
-			read_in(l, NULL, NULL);
+			read_in(l, NULL);
 		}
 		break;
 	}
@@ -267,7 +257,7 @@ bool dis__ahead_take(dis__listener *l, dis__ahead_slice *out, bool *pending)
 	 * last row; else the position of the slice's last row. */
 	r->at = r->served == r->nrows
 			? r->end
-			: dis__row_position(r->res, r->served - 1, 0);
+			: dis__row_position(r->res, r->served - 1, 1);
 	out->next = r->at;
 	if (r->served == r->nrows) {
 		/* Taken whole: held until the batch is over. */

@@ -41,7 +41,6 @@
 #define S_COMMIT "dis_l_commit"
 #define S_PROBE "dis_l_probe"
 #define S_DEAD "dis_l_dead"
-#define S_BARRIER "dis_l_barrier"
 
 #define SQL_BEGIN "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE"
 
@@ -418,7 +417,7 @@ static void on_connected(dis__listener *l)
 {
 	const char *reg[3] = {l->id, l->types_array, l->query_text};
 	const char *id[1] = {l->id};
-	dis__stmt s[9] = {
+	dis__stmt s[8] = {
 		{.sql = SQL_REGISTER, .nparams = 3, .values = reg},
 		{.name = S_FETCH, .sql = l->fetch_sql, .prepare = true},
 		{.name = S_LOCK, .sql = SQL_LOCK, .prepare = true},
@@ -429,7 +428,6 @@ static void on_connected(dis__listener *l)
 		/* The connection runs only batches (see durable_commit). */
 		{.sql = l->cfg.durable_commit ? "SET synchronous_commit = on"
 					      : "SET synchronous_commit = off"},
-		{.name = S_BARRIER, .sql = DIS__BARRIER_SQL, .prepare = true},
 	};
 	int rc;
 
@@ -441,7 +439,7 @@ static void on_connected(dis__listener *l)
 	dis_store_set_log(l->store, l->rt->log, l->rt->log_arg);
 	/* The fetch statement's parameter count, for PQsendPrepare. */
 	s[1].nparams = 0;
-	rc = dis__pq_send(l->pq, s, 9);
+	rc = dis__pq_send(l->pq, s, 8);
 	if (rc) {
 		conn_down(l, dis__pq_errmsg(l->pq));
 		return;
@@ -553,9 +551,8 @@ static void start_batch(dis__listener *l)
 {
 	const char *id[1] = {l->id};
 	dis__sql sql;
-	dis__stmt s[4] = {
+	dis__stmt s[3] = {
 		{.sql = SQL_BEGIN},
-		{.name = S_BARRIER, .binary = 1},
 		{.binary = 1},
 		{.name = S_LOCK, .nparams = 1, .values = id},
 	};
@@ -574,7 +571,7 @@ static void start_batch(dis__listener *l)
 	l->fail = DIS__F_NONE;
 	l->rows_ahead = dis__ahead_covers(l, l->ck, limit);
 	if (l->rows_ahead) {
-		s[1] = s[3];
+		s[1] = s[2];
 		rc = dis__pq_send(l->pq, s, 2);
 		goto sent;
 	}
@@ -585,8 +582,8 @@ static void start_batch(dis__listener *l)
 		conn_down(l, "out of memory");
 		return;
 	}
-	s[2] = dis__listener_read_stmt(l, &sql, S_FETCH);
-	rc = dis__pq_send(l->pq, s, 4);
+	s[1] = dis__listener_read_stmt(l, &sql, S_FETCH);
+	rc = dis__pq_send(l->pq, s, 3);
 	dis__sql_free(&sql);
 sent:
 	if (rc) {
@@ -599,7 +596,7 @@ sent:
 static void send_refetch(dis__listener *l)
 {
 	dis__sql sql;
-	dis__stmt s[2] = {{.name = S_BARRIER, .binary = 1}};
+	dis__stmt s;
 	int rc;
 
 	l->from = l->ck;
@@ -610,8 +607,8 @@ static void send_refetch(dis__listener *l)
 		conn_down(l, "out of memory");
 		return;
 	}
-	s[1] = dis__listener_read_stmt(l, &sql, S_FETCH);
-	rc = dis__pq_send(l->pq, s, 2);
+	s = dis__listener_read_stmt(l, &sql, S_FETCH);
+	rc = dis__pq_send(l->pq, &s, 1);
 	dis__sql_free(&sql);
 	if (rc) {
 		conn_down(l, dis__pq_errmsg(l->pq));
@@ -753,12 +750,12 @@ static void event_failed(dis__listener *l, int idx, dis_position pos, int code,
 static int dead_letter(dis__listener *l, PGconn *conn, int r, const char *error,
 		       uint32_t attempts, bool skip)
 {
-	dis_position p = dis__row_position(l->rows, l->row0 + r, 0);
+	dis_position p = dis__row_position(l->rows, l->row0 + r, 1);
 	char id[24], tx[24], att[16];
 	const char *v[7] = {l->id,
 			    id,
 			    tx,
-			    PQgetvalue(l->rows, l->row0 + r, 2),
+			    PQgetvalue(l->rows, l->row0 + r, 3),
 			    error,
 			    att,
 			    skip ? "skipped" : "stopped"};
@@ -1023,7 +1020,7 @@ static void take_queue_failure(dis__listener *l, first_fail *f)
 static int decode_row(dis__listener *l, PGconn *conn, int i,
 		      const dis_position *pos, dis_event **ev)
 {
-	int rc = dis__store_event_view_row(l->store, l->rows, l->row0 + i, 0,
+	int rc = dis__store_event_view_row(l->store, l->rows, l->row0 + i, 1,
 					   pos, &l->view, ev);
 
 	if (rc && rc != DIS_ESERDE &&
@@ -1031,7 +1028,7 @@ static int decode_row(dis__listener *l, PGconn *conn, int i,
 		if (queue_sync(l, conn))
 			return 1;
 		rc = dis__store_event_view_row(l->store, l->rows, l->row0 + i,
-					       0, pos, &l->view, ev);
+					       1, pos, &l->view, ev);
 	}
 	return rc;
 }
@@ -1066,7 +1063,7 @@ static void handle(dis__listener *l)
 		clear_failure(l);
 	}
 	for (i = 0; i < l->nrows; i++) {
-		dis_position pos = dis__row_position(l->rows, l->row0 + i, 0);
+		dis_position pos = dis__row_position(l->rows, l->row0 + i, 1);
 		PGTransactionStatusType ts;
 		dis_event *ev;
 
@@ -1172,7 +1169,7 @@ static void handle(dis__listener *l)
 	take_queue_failure(l, &ff);
 	if (ff.idx >= 0 && l->fail != DIS__F_INFRA)
 		event_failed(l, ff.idx,
-			     dis__row_position(l->rows, l->row0 + ff.idx, 0),
+			     dis__row_position(l->rows, l->row0 + ff.idx, 1),
 			     ff.code, ff.msg, ff.poison);
 out:
 	if (rt->free_requested)
@@ -1190,19 +1187,15 @@ out:
 	commit(l);
 }
 
-/* The barrier's and the events' results of a fetch (taken: freed here). */
-static void fetched(dis__listener *l, PGresult *barrier, PGresult *rows)
+static void fetched(dis__listener *l, PGresult *rows)
 {
-	int n, bad;
+	int n;
 
 	l->rows = rows;
 	l->rows_lent = false;
 	l->row0 = 0;
-	bad = !barrier || !rows ||
-	      dis__read_result(barrier, rows, l->limit, l->from, &l->barrier,
-			       &n, &l->next);
-	PQclear(barrier);
-	if (bad) {
+	if (!rows || PQntuples(rows) < 1 ||
+	    dis__read_result(rows, l->limit, l->from, &n, &l->next)) {
 		l->errors++;
 		set_error(l, DIS_EPG,
 			  "unexpected fetch result: rows missing or out "
@@ -1212,6 +1205,7 @@ static void fetched(dis__listener *l, PGresult *barrier, PGresult *rows)
 		return;
 	}
 	l->nrows = n;
+	l->barrier = dis__get_be64(PQgetvalue(rows, PQntuples(rows) - 1, 0));
 	/* Full: another batch follows from here; read it meanwhile. */
 	if ((size_t)n == l->limit && l->limit == l->cfg.fetch_size &&
 	    !l->prefix && !l->single && !l->poison && !l->fail_id)
@@ -1244,13 +1238,12 @@ void dis__listener_ahead_in(dis__listener *l)
 }
 
 /*
- * Results of BEGIN, barrier, fetch and lock from statement k of the
- * pipeline, or (ahead) of BEGIN and lock, the rows coming from the
- * read-ahead.
+ * Results of BEGIN, fetch and lock from statement k of the pipeline, or
+ * (ahead) of BEGIN and lock, the rows coming from the read-ahead.
  */
 static void on_fetch_at(dis__listener *l, int k, bool ahead)
 {
-	int nst = ahead ? 2 : 4;
+	int nst = ahead ? 2 : 3;
 	PGresult *lock;
 
 	if (dis__pq_check_range(l->pq, k, k + nst, NULL) >= 0) {
@@ -1277,8 +1270,7 @@ static void on_fetch_at(dis__listener *l, int k, bool ahead)
 	if (ahead)
 		dis__listener_ahead_in(l);
 	else
-		fetched(l, dis__pq_take(l->pq, k + 1),
-			dis__pq_take(l->pq, k + 2));
+		fetched(l, dis__pq_take(l->pq, k + 1));
 }
 
 static void on_fetch(dis__listener *l)
@@ -1292,7 +1284,7 @@ static void on_refetch(dis__listener *l)
 		infra_fail(l, "fetching events");
 		return;
 	}
-	fetched(l, dis__pq_take(l->pq, 0), dis__pq_take(l->pq, 1));
+	fetched(l, dis__pq_take(l->pq, 0));
 }
 
 /* Whether the next batch can start behind this one's COMMIT. */
@@ -1407,12 +1399,9 @@ static void commit(dis__listener *l)
 			l->chain_from = l->ck_new;
 			l->chain_limit = l->cfg.fetch_size;
 			s[n++] = (dis__stmt){.sql = SQL_BEGIN};
-			if (!l->rows_ahead) {
-				s[n++] = (dis__stmt){.name = S_BARRIER,
-						     .binary = 1};
+			if (!l->rows_ahead)
 				s[n++] = dis__listener_read_stmt(l, &next,
 								 S_FETCH);
-			}
 			s[n++] = (dis__stmt){
 				.name = S_LOCK, .nparams = 1, .values = id};
 			l->pending = false;
