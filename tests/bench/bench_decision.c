@@ -40,6 +40,7 @@
  * line per figure.
  */
 #include "balance.h"
+#include "core-internal.h"
 #include "testutil.h"
 
 #include <disintegrate/async.h>
@@ -135,6 +136,8 @@ static dis_decision *new_move(const char *id, int64_t amount)
 
 /* ---- synchronous workers ---- */
 
+/* Sliced in rotation: RAW..DECIDE, then the ceilings CHECK..PIPED;
+ * HOT runs alone. */
 enum kind { RAW, APPEND, DECIDE, CHECK, LOCKED, LOADED, PIPED, HOT, NKINDS };
 static const char *const KIND_NAMES[] = {"raw",    "append", "decide", "check",
 					 "locked", "loaded", "piped",  "hot"};
@@ -172,10 +175,6 @@ static const char *const KIND_NAMES[] = {"raw",    "append", "decide", "check",
 #define CEILING_LOCKED_SQL                                           \
 	"SELECT * FROM bench_locked_append($1, $2, $3, $4::int8[], " \
 	"$5::bool[], $6::pg_snapshot)"
-#define CEILING_LOCKS_SQL                                                   \
-	"SELECT count(CASE WHEN u.e THEN pg_advisory_xact_lock(u.k)::text " \
-	"ELSE pg_advisory_xact_lock_shared(u.k)::text END) FROM "           \
-	"unnest($1::int8[], $2::bool[]) AS u(k, e)"
 #define CEILING_LOAD_SQL                                                    \
 	"SELECT pg_current_snapshot()::text, e.* FROM (SELECT 1) AS one "   \
 	"LEFT JOIN LATERAL (SELECT event_id, tx, event_type, payload FROM " \
@@ -231,7 +230,8 @@ static void worker_open(worker *w)
 		if (w->kind == PIPED) {
 			prepare(w->raw, "begin",
 				"BEGIN ISOLATION LEVEL READ COMMITTED");
-			prepare(w->raw, "locks", CEILING_LOCKS_SQL);
+			/* the append's own lock statement */
+			prepare(w->raw, "locks", DIS__LOCK_KEYS_SQL);
 			prepare(w->raw, "commit", "COMMIT");
 		}
 		return;
@@ -776,7 +776,7 @@ static void cost(int n)
  * far as the design's statements, without the library around them, get
  * on this machine.
  */
-static void print_ceilings(const int *conns, int nconns, result res[][7])
+static void print_ceilings(const int *conns, int nconns, result res[][HOT])
 {
 	static const struct {
 		enum kind kind;
@@ -869,7 +869,7 @@ int main(int argc, char **argv)
 	int cost_n = 300;
 	unsigned async_conns = 2;
 	int conns[3] = {1, 4, 16}, nconns = 3;
-	result res[3][7];
+	result res[3][HOT];
 	double sync16 = 0, raw16 = 0;
 
 	for (int i = 1; i < argc; i++) {
@@ -911,11 +911,11 @@ int main(int argc, char **argv)
 
 	if (wanted(only, "append")) {
 		/* The ceilings' slices join the same rotation. */
-		int nkinds = wanted(only, "ceiling") ? 7 : 3;
+		int nkinds = wanted(only, "ceiling") ? HOT : CHECK;
 
 		printf("appends and decisions: %d rounds of %.1f s slices, "
 		       "raw / append / decide%s interleaved\n",
-		       rounds, sl, nkinds > 3 ? " / ceilings" : "");
+		       rounds, sl, nkinds > CHECK ? " / ceilings" : "");
 		printf("  %-6s %12s %12s %7s %12s %7s %10s\n", "conns",
 		       "raw INSERT/s", "appends/s", "ratio", "decisions/s",
 		       "ratio", "conflicts");
@@ -957,7 +957,7 @@ int main(int argc, char **argv)
 				raw16 = raw;
 			}
 		}
-		if (nkinds > 3)
+		if (nkinds > CHECK)
 			print_ceilings(conns, nconns, res);
 	}
 
