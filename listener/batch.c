@@ -1618,7 +1618,7 @@ static void on_commit(dis__listener *l)
 	/* Caught up: the read-ahead connection has no use until the next
 	 * full batch. */
 	if (!full)
-		dis__ahead_drop(l, true);
+		dis__ahead_idle(l);
 	if (l->halt_after) {
 		l->halt_after = false;
 		l->halted = true;

@@ -155,6 +155,7 @@ struct dis__listener {
 	bool ahead_stale;      /* ... and was dropped: its rows go nowhere */
 	bool ahead_setup;      /* apq's set-up (prepare) is out */
 	uint64_t ahead_pause_ms; /* none before (apq failed to connect) */
+	struct event *ahead_keep; /* closes apq, read_ahead_keep_ms idle */
 	char store_msg[160]; /* the store's message before a handler */
 
 	/* Writes queued by handlers (dis_batch_exec). */
@@ -280,6 +281,8 @@ bool dis__ahead_covers(const dis__listener *l, dis_position from,
 		       size_t limit);
 bool dis__ahead_take(dis__listener *l, dis__ahead_slice *out, bool *pending);
 void dis__ahead_drop(dis__listener *l, bool close);
+/* Caught up: drops the reads, closes apq once idle read_ahead_keep_ms. */
+void dis__ahead_idle(dis__listener *l);
 void dis__ahead_free(dis__listener *l);
 /* batch.c: the read-ahead a locked batch waits on is over. */
 void dis__listener_ahead_in(dis__listener *l);

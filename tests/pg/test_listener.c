@@ -1008,6 +1008,15 @@ static void test_reset_replays(void **state)
 
 /* ---- read-ahead ---- */
 
+#define SQL_LISTENER_CONNS                                       \
+	"SELECT count(*) FROM pg_stat_activity WHERE datname = " \
+	"current_database() AND application_name = "             \
+	"'disintegrate-listener'"
+#define SQL_LISTENER_PIDS                                           \
+	"SELECT coalesce(sum(pid), 0) FROM pg_stat_activity WHERE " \
+	"datname = current_database() AND application_name = "      \
+	"'disintegrate-listener'"
+
 /* The ids the handler saw, in order; a reset thread started at one. */
 typedef struct seen_ids {
 	int64_t ids[4096];
@@ -1082,10 +1091,23 @@ static int64_t *event_ids(fixture *f, int *n)
 	return ids;
 }
 
+/* Listener connections, once at most `n` are left (or `ms` went by). */
+static long long conns_within(fixture *f, long long n, int ms)
+{
+	long long k = tl_count(f->conn, SQL_LISTENER_CONNS);
+
+	for (int t = 0; t < ms && k > n; t += 50) {
+		tl_run_for(f->base, 50);
+		k = tl_count(f->conn, SQL_LISTENER_CONNS);
+	}
+	return k;
+}
+
 /*
  * Catching up with small batches, each batch after the first takes rows
  * read ahead on the second connection: every event once, in order; with
- * read_ahead off none is; once caught up the second connection is gone.
+ * read_ahead off none is. Caught up, the second connection stays for
+ * read_ahead_keep_ms, then it is gone.
  */
 static void test_read_ahead_catch_up(void **state)
 {
@@ -1106,6 +1128,7 @@ static void test_read_ahead_catch_up(void **state)
 		s->goal = nev;
 		cfg.fetch_size = 20;
 		cfg.read_ahead = !off;
+		cfg.read_ahead_keep_ms = 1000;
 		snprintf(id, sizeof(id), "ahead%d", off);
 		add_recorder(f, id, s, &cfg);
 		if (!off)
@@ -1124,16 +1147,60 @@ static void test_read_ahead_catch_up(void **state)
 			assert_true(st.read_ahead_batches >= 20);
 		}
 		assert_int_equal(st.events_handled, (uint64_t)nev);
-		/* Caught up: the listener's connection and the LISTEN one. */
-		assert_true(tl_count(f->conn,
-				     "SELECT count(*) FROM pg_stat_activity "
-				     "WHERE datname = current_database() AND "
-				     "application_name = "
-				     "'disintegrate-listener'") <= 1 + 1 + off);
+		/* Caught up: the listener's connection and the LISTEN one,
+		 * and the read-ahead's for a second. */
+		if (!off)
+			assert_int_equal(tl_count(f->conn, SQL_LISTENER_CONNS),
+					 3);
+		assert_true(conns_within(f, 1 + 1 + off, 5000) <= 1 + 1 + off);
 		free(s);
 	}
 	tl_stop_runtime(f->base, f->rt);
 	free(ids);
+}
+
+/*
+ * Caught up, the read-ahead's connection stays (read_ahead_keep_ms, 60 s
+ * by default): a reset to the start is read again through it, with no
+ * connection opened; every event twice, in order.
+ */
+static void test_read_ahead_kept(void **state)
+{
+	fixture *f = *state;
+	seen_ids *s = calloc(1, sizeof(*s));
+	dis_listener_config cfg = poller(20, true);
+	int64_t *ids;
+	int64_t pids;
+	uint64_t first;
+	int nev;
+
+	tl_append_carts(f->store, f->schema, 300, 50);
+	ids = event_ids(f, &nev);
+	cfg.fetch_size = 20;
+	s->reset_at = -1;
+	s->goal = nev;
+	add_recorder(f, "kept", s, &cfg);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, seen_n, s, 20000));
+	tl_run_for(f->base, 100);
+	first = stats_of(f->rt, "kept").read_ahead_batches;
+	assert_true(first >= 5);
+	assert_int_equal(tl_count(f->conn, SQL_LISTENER_CONNS), 3);
+	pids = tl_count(f->conn, SQL_LISTENER_PIDS);
+	assert_int_equal(reset_running(f, "kept", DIS_POSITION_START), 0);
+	s->goal = 2 * nev;
+	assert_true(tl_run_until(f->base, seen_n, s, 20000));
+	tl_run_for(f->base, 100);
+	assert_int_equal(s->n, 2 * nev);
+	for (int i = 0; i < 2 * nev; i++)
+		assert_int_equal(s->ids[i], ids[i % nev]);
+	assert_true(stats_of(f->rt, "kept").read_ahead_batches >= first + 5);
+	/* The same three server processes. */
+	assert_int_equal(tl_count(f->conn, SQL_LISTENER_CONNS), 3);
+	assert_int_equal(tl_count(f->conn, SQL_LISTENER_PIDS), pids);
+	tl_stop_runtime(f->base, f->rt);
+	free(ids);
+	free(s);
 }
 
 /*
@@ -1676,6 +1743,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(test_free_inside_stop_callback,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_ahead_catch_up, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_read_ahead_kept, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_read_ahead_reset, setup,
 						teardown),
