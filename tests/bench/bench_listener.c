@@ -8,25 +8,29 @@
  *            no-op handler and with a handler writing one read-model row
  *            per event in the batch transaction, next to the raw keyset
  *            SELECT rate of the same rows in the same run (raw and no-op
- *            in three turns, the best of each), each with this process's
+ *            in five turns, the best of each), each with this process's
  *            CPU time per row (the client's share; the rest of the wall
- *            time is the server's and waiting); the process RSS after 100k
- *            and after N events of the last no-op run. DIS_BENCH_FETCH
- *            sets the batch size of both (default 1000). The baseline
- *            reads on a connection of its own opened for the turn, as the
- *            listener opens its own; the rate on the benchmark's
- *            long-lived connection is printed next to it (see
- *            raw_turn).
+ *            time is the server's and waiting); the process RSS after 100k,
+ *            N and 2N events of the last no-op runtime. DIS_BENCH_FETCH
+ *            sets the batch size of both (default 1000). A turn runs the
+ *            raw read on a new connection and on the benchmark's
+ *            long-lived one, then the no-op listener in a new runtime
+ *            (its first catch-up: new connections) and, reset to the
+ *            start, again in that runtime (its connections kept: a running
+ *            service that fell behind); each listener figure is set
+ *            against the raw read in the same state (see raw_turn).
  *
  *   bench-listener [latency|catchup|all] [N] [RATE]
  *
  * Prints a table and `bench=NAME value=V unit=U baseline=B ratio=R` lines.
  */
 #include "../pg/test_listener_util.h"
+#include "core-internal.h"
 
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 
 static long rss_kb(void)
@@ -317,7 +321,7 @@ static void bench_latency(int n, int rate)
 
 /* ---- catch-up ---- */
 
-#define CATCHUP_ROUNDS 3
+#define CATCHUP_ROUNDS 5
 
 /* Fills the log with n valid events (the bytes of one encoded event),
  * 10,000 per transaction. */
@@ -397,9 +401,10 @@ static double raw_keyset(PGconn *c, long n, int fetch, double *cpu_us)
  * process's first pass over the table is slower than its next ones: it
  * maps each shared buffer it touches, and page faults are slow on this
  * kind of VM (a new backend's first read of the 1M events: 0.4-0.6 s
- * longer than its second, with 2,000-31,000 faults). Each listener run
- * opens its connections anew and pays that, so the baseline does too; the
- * read on the long-lived connection (`warm`) is printed beside it.
+ * longer than its second, with 2,000-31,000 faults). A listener's first
+ * catch-up pays that on its new connections, so its baseline is this
+ * read; caught up again on the same connections, it is set against the
+ * read on the long-lived connection.
  */
 static double raw_turn(const char *conninfo, long n, int fetch, double *cpu_us)
 {
@@ -413,8 +418,16 @@ static double raw_turn(const char *conninfo, long n, int fetch, double *cpu_us)
 typedef struct catchup {
 	long n;
 	long seen;
-	long rss_100k;
+	long rss[3]; /* kB: after 100k events, after n, at the end */
 } catchup;
+
+static void seen_one(catchup *c)
+{
+	if (++c->seen == 100000)
+		c->rss[0] = rss_kb();
+	if (c->seen == c->n)
+		c->rss[1] = rss_kb();
+}
 
 enum { NOOP, PROJ_BLOCKING, PROJ_PIPELINED };
 
@@ -424,8 +437,7 @@ static int noop_handler(void *arg, dis_batch *b, const dis_event *ev)
 
 	(void)b;
 	(void)ev;
-	if (++c->seen == 100000)
-		c->rss_100k = rss_kb();
+	seen_one(c);
 	return 0;
 }
 
@@ -450,8 +462,7 @@ static int projection_handler(void *arg, dis_batch *b, const dis_event *ev)
 			  3, v);
 	if (rc)
 		return rc;
-	if (++c->seen == 100000)
-		c->rss_100k = rss_kb();
+	seen_one(c);
 	return 0;
 }
 
@@ -474,8 +485,8 @@ static int pipelined_handler(void *arg, dis_batch *b, const dis_event *ev)
 			    "INSERT INTO rm2 (event_id, cart_id, quantity)"
 			    " VALUES ($1::bigint, $2, $3::int)",
 			    3, v, NULL, NULL);
-	if (!rc && ++c->seen == 100000)
-		c->rss_100k = rss_kb();
+	if (!rc)
+		seen_one(c);
 	return rc;
 }
 
@@ -498,16 +509,51 @@ static bool all_committed(void *arg)
 	return ok;
 }
 
+/* Moves a listener back to the start, from a thread: a batch still
+ * committing holds its row, and only the loop finishes it. */
+typedef struct rewinder {
+	const char *conninfo;
+	const dis_schema *schema;
+	const char *id;
+	atomic_int done;
+} rewinder;
+
+static void *rewind_thread(void *p)
+{
+	rewinder *r = p;
+	dis_store *st = dt_store(r->conninfo, r->schema);
+
+	if (dis_listener_reset(st, r->id, DIS_POSITION_START)) {
+		fprintf(stderr, "reset: %s\n", dis_store_errmsg(st));
+		exit(1);
+	}
+	/* The listener polls once a minute: wake it. */
+	dt_exec(dis_store_conn(st), "NOTIFY " DIS__NOTIFY_CHANNEL);
+	dis_store_free(st);
+	atomic_store(&r->done, 1);
+	return NULL;
+}
+
+static bool rewound(void *arg)
+{
+	return atomic_load(&((rewinder *)arg)->done) != 0;
+}
+
+/*
+ * Catches up over the n events in a new runtime and returns its rate;
+ * with `again`, then resets the listener to the start and catches up once
+ * more on the same connections (*again: that rate).
+ */
 static double run_catchup(const char *conninfo, const dis_schema *schema,
 			  const char *id, int kind, long n, int fetch,
-			  long *rss100k, long *rss_end, double *batch_ms,
-			  double *cpu_us)
+			  long rss[3], double *batch_ms, double *cpu_us,
+			  double *again)
 {
 	dis_query *q = tl_cart_query(schema);
 	dis_listener_config cfg;
 	dis_runtime *rt;
 	struct event_base *base = new_runtime(conninfo, schema, &rt);
-	catchup c = {n, 0, 0};
+	catchup c = {n, 0, {0, 0, 0}};
 	dis_handler_fn fn = kind == NOOP            ? noop_handler
 			    : kind == PROJ_BLOCKING ? projection_handler
 						    : pipelined_handler;
@@ -528,8 +574,24 @@ static double run_catchup(const char *conninfo, const dis_schema *schema,
 		fprintf(stderr, "catch-up %s: timed out at %ld\n", id, c.seen);
 	rate = (double)n / (tl_now() - t0);
 	*cpu_us = (cpu_now() - c0) * 1e6 / (double)n;
-	*rss100k = c.rss_100k;
-	*rss_end = rss_kb();
+	if (again) {
+		rewinder rw = {conninfo, schema, id, 0};
+		pthread_t t;
+
+		t0 = tl_now();
+		if (pthread_create(&t, NULL, rewind_thread, &rw) ||
+		    !tl_run_until(base, rewound, &rw, 60000)) {
+			fprintf(stderr, "catch-up %s: no reset\n", id);
+			exit(1);
+		}
+		pthread_join(t, NULL);
+		w.n = 2 * n;
+		if (!tl_run_until(base, all_committed, &w, 600000))
+			fprintf(stderr, "catch-up %s: timed out again\n", id);
+		*again = (double)n / (tl_now() - t0);
+	}
+	c.rss[2] = rss_kb();
+	memcpy(rss, c.rss, sizeof(c.rss));
 	dis_runtime_stats(rt, &st, &k);
 	*batch_ms = st[0].batches ? st[0].batch_seconds_sum * 1000 /
 					    (double)st[0].batches
@@ -550,8 +612,8 @@ static void bench_catchup(long n)
 	/* DIS_BENCH_FETCH: another batch size (both sides use it). */
 	int fetch = getenv("DIS_BENCH_FETCH") ? atoi(getenv("DIS_BENCH_FETCH"))
 					      : 1000;
-	long r100 = 0, rend = 0, p100 = 0, pend = 0, q100 = 0, qend = 0;
-	double raw, warm, noop, proj, pipe, noop_ms, proj_ms, pipe_ms;
+	long rn[3] = {0}, rp[3] = {0}, rq[3] = {0}; /* RSS, see catchup */
+	double raw, warm, noop, again, proj, pipe, noop_ms, proj_ms, pipe_ms;
 	double raw_cpu = 0, warm_cpu = 0, noop_cpu = 0, proj_cpu = 0;
 	double pipe_cpu = 0;
 	bool skip;
@@ -568,10 +630,10 @@ static void bench_catchup(long n)
 	 * a change of the machine's load hits both alike. The RSS figures
 	 * are the last run's (the same process after the others).
 	 */
-	raw = warm = noop = noop_ms = 0;
+	raw = warm = noop = again = noop_ms = 0;
 	for (int r = 0; r < CATCHUP_ROUNDS; r++) {
 		char id[16];
-		double x, ms, cpu;
+		double x, ms, cpu, y = 0;
 
 		x = raw_turn(conninfo, n, fetch, &cpu);
 		if (x > raw) {
@@ -584,33 +646,38 @@ static void bench_catchup(long n)
 			warm_cpu = cpu;
 		}
 		snprintf(id, sizeof(id), "noop%d", r);
-		x = run_catchup(conninfo, schema, id, NOOP, n, fetch, &r100,
-				&rend, &ms, &cpu);
+		x = run_catchup(conninfo, schema, id, NOOP, n, fetch, rn, &ms,
+				&cpu, &y);
 		if (x > noop) {
 			noop = x;
 			noop_ms = ms;
 			noop_cpu = cpu;
 		}
+		if (y > again)
+			again = y;
 	}
 	pipe = run_catchup(conninfo, schema, "pipelined", PROJ_PIPELINED, n,
-			   fetch, &q100, &qend, &pipe_ms, &pipe_cpu);
+			   fetch, rq, &pipe_ms, &pipe_cpu, NULL);
 	/* DIS_BENCH_SKIP_PQEXEC=1 (tests/bench/run.sh): the blocking
 	 * variant takes minutes over 1M events. */
 	skip = getenv("DIS_BENCH_SKIP_PQEXEC") != NULL;
 	proj = proj_ms = 0;
 	if (!skip)
 		proj = run_catchup(conninfo, schema, "projection",
-				   PROJ_BLOCKING, n, fetch, &p100, &pend,
-				   &proj_ms, &proj_cpu);
+				   PROJ_BLOCKING, n, fetch, rp, &proj_ms,
+				   &proj_cpu, NULL);
 	printf("catch-up over %ld events, fetch %d:\n", n, fetch);
 	printf("  %-34s %12.0f rows/s (%.2f us CPU/row)\n",
 	       "raw keyset SELECT, new connection", raw, raw_cpu);
-	printf("  %-34s %12.0f rows/s (%.2f us CPU/row; no-op listener "
-	       "%.0f%% of it)\n",
-	       "raw keyset SELECT, warm connection", warm, warm_cpu,
-	       warm > 0 ? 100 * noop / warm : 0);
-	printf("  %-34s %12.0f events/s (%.1f ms/batch, %.2f us CPU/event)\n",
-	       "listener, no-op handler", noop, noop_ms, noop_cpu);
+	printf("  %-34s %12.0f rows/s (%.2f us CPU/row)\n",
+	       "raw keyset SELECT, warm connection", warm, warm_cpu);
+	printf("  %-34s %12.0f events/s (%.1f ms/batch, %.2f us CPU/event;"
+	       " %.0f%% of the new connection's)\n",
+	       "listener, no-op, first catch-up", noop, noop_ms, noop_cpu,
+	       raw > 0 ? 100 * noop / raw : 0);
+	printf("  %-34s %12.0f events/s (%.0f%% of the warm connection's)\n",
+	       "listener, no-op, caught up again", again,
+	       warm > 0 ? 100 * again / warm : 0);
 	printf("  %-34s %12.0f events/s (%.1f ms/batch, %.2f us CPU/event)\n",
 	       "listener, row per event, queued", pipe, pipe_ms, pipe_cpu);
 	if (!skip)
@@ -618,22 +685,23 @@ static void bench_catchup(long n)
 		       "CPU/event)\n",
 		       "listener, row per event, PQexec", proj, proj_ms,
 		       proj_cpu);
-	printf("  %-34s %8ld kB after 100k, %ld kB after %ld\n", "RSS (no-op)",
-	       r100, rend, n);
+	printf("  %-34s %8ld kB after 100k, %ld kB after %ld, %ld kB after "
+	       "%ld\n",
+	       "RSS (no-op)", rn[0], rn[1], n, rn[2], 2 * n);
 	printf("  %-34s %8ld kB after 100k, %ld kB after %ld\n",
-	       "RSS (queued projection)", q100, qend, n);
+	       "RSS (queued projection)", rq[0], rq[2], n);
 	if (!skip)
 		printf("  %-34s %8ld kB after 100k, %ld kB after %ld\n",
-		       "RSS (PQexec projection)", p100, pend, n);
-	line("listener_catchup_noop", noop, "events/s", raw);
-	line("listener_catchup_projection", pipe, "events/s", raw);
+		       "RSS (PQexec projection)", rp[0], rp[2], n);
+	line("listener_catchup_noop", again, "events/s", warm);
+	line("listener_catchup_noop_first", noop, "events/s", raw);
+	line("listener_catchup_projection", pipe, "events/s", warm);
 	if (!skip)
 		line("listener_catchup_projection_pqexec", proj, "events/s",
-		     raw);
-	line("listener_catchup_raw_keyset", raw, "rows/s", raw);
-	line("listener_catchup_raw_keyset_warm", warm, "rows/s", raw);
-	line("listener_catchup_noop_vs_warm", noop, "events/s", warm);
-	line("listener_rss_end_vs_100k", (double)rend, "kB", (double)r100);
+		     warm);
+	line("listener_catchup_raw_keyset", warm, "rows/s", warm);
+	line("listener_catchup_raw_keyset_new", raw, "rows/s", warm);
+	line("listener_rss_end_vs_100k", (double)rn[2], "kB", (double)rn[0]);
 	PQfinish(c);
 	dis_store_free(store);
 	dis_schema_free(schema);

@@ -144,6 +144,7 @@ goals = {
     "spurious_conflicts_16c": ("value", "==", 0),
     "decision_async_64": ("ratio", ">", 1.0),
     "listener_catchup_noop": ("ratio", ">=", 0.70),
+    "listener_catchup_noop_first": ("ratio", ">=", 0.70),
     "listener_catchup_projection": ("value", ">=", 25000),
     "listener_latency_p99": ("value", "<=", 2.0),
     "listener_rss_end_vs_100k": ("ratio", "<=", 1.10),
