@@ -300,6 +300,10 @@ void dis__ahead_drop(dis__listener *l, bool close)
 		l->ahead_stale = false;
 		l->ahead_setup = false;
 	}
+	/* Closed: nothing left to keep (a stopped runtime leaves no timer
+	 * on the caller's loop). */
+	if (close && l->ahead_keep)
+		evtimer_del(l->ahead_keep);
 }
 
 static void on_keep(evutil_socket_t fd, short what, void *arg)

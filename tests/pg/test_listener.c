@@ -1199,6 +1199,9 @@ static void test_read_ahead_kept(void **state)
 	assert_int_equal(tl_count(f->conn, SQL_LISTENER_CONNS), 3);
 	assert_int_equal(tl_count(f->conn, SQL_LISTENER_PIDS), pids);
 	tl_stop_runtime(f->base, f->rt);
+	/* Stopped: no timer of the kept connection left on the loop. */
+	assert_int_equal(
+		event_base_get_num_events(f->base, EVENT_BASE_COUNT_ADDED), 0);
 	free(ids);
 	free(s);
 }
