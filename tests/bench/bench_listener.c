@@ -30,7 +30,6 @@
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <unistd.h>
 
 static long rss_kb(void)
@@ -511,38 +510,6 @@ static bool all_committed(void *arg)
 	return ok;
 }
 
-/* Moves a listener back to the start, from a thread: a batch still
- * committing holds its row, and only the loop finishes it. */
-typedef struct rewinder {
-	const char *conninfo;
-	const dis_schema *schema;
-	const char *id;
-	double at; /* when the reset had committed */
-	atomic_int done;
-} rewinder;
-
-static void *rewind_thread(void *p)
-{
-	rewinder *r = p;
-	dis_store *st = dt_store(r->conninfo, r->schema);
-
-	if (dis_listener_reset(st, r->id, DIS_POSITION_START)) {
-		fprintf(stderr, "reset: %s\n", dis_store_errmsg(st));
-		exit(1);
-	}
-	r->at = tl_now();
-	/* The listener polls once a minute: wake it. */
-	dt_exec(dis_store_conn(st), "NOTIFY " DIS__NOTIFY_CHANNEL);
-	dis_store_free(st);
-	atomic_store(&r->done, 1);
-	return NULL;
-}
-
-static bool rewound(void *arg)
-{
-	return atomic_load(&((rewinder *)arg)->done) != 0;
-}
-
 /*
  * Catches up over the n events in a new runtime and returns its rate;
  * with `again`, then resets the listener to the start and catches up once
@@ -579,17 +546,19 @@ static double run_catchup(const char *conninfo, const dis_schema *schema,
 	rate = (double)n / (tl_now() - t0);
 	*cpu_us = (cpu_now() - c0) * 1e6 / (double)n;
 	if (again) {
-		rewinder rw = {conninfo, schema, id, 0, 0};
-		pthread_t t;
+		/* The listener polls once a minute: the reset wakes it. */
+		tl_reset rw = {.conninfo = conninfo,
+			       .schema = schema,
+			       .id = id,
+			       .to = DIS_POSITION_START,
+			       .notify = DIS__NOTIFY_CHANNEL};
 
-		if (pthread_create(&t, NULL, rewind_thread, &rw) ||
-		    !tl_run_until(base, rewound, &rw, 60000)) {
+		if (!tl_reset_running(base, &rw, 60000) || rw.rc) {
 			fprintf(stderr, "catch-up %s: no reset\n", id);
 			exit(1);
 		}
-		pthread_join(t, NULL);
-		/* From the reset on: opening the thread's store is not the
-		 * listener's work. */
+		/* From the reset's commit on: opening the thread's store is
+		 * not the listener's work. */
 		t0 = rw.at;
 		w.n = 2 * n;
 		if (!tl_run_until(base, all_committed, &w, 600000))

@@ -94,48 +94,15 @@ static dis_listener_stats stats_of(dis_runtime *rt, const char *id)
 	return out;
 }
 
-/*
- * dis_listener_reset from another thread (as `disctl reset` from another
- * process): it waits for the row lock of a batch in flight, which needs
- * this thread's loop to finish.
- */
-typedef struct reset_job {
-	fixture *f;
-	const char *id;
-	dis_position to;
-	int rc;
-	volatile int done;
-} reset_job;
-
-static void *reset_thread(void *p)
-{
-	reset_job *j = p;
-	dis_store *st;
-	char err[256];
-
-	j->rc = dis_store_open(j->f->conninfo, j->f->schema, &st, err,
-			       sizeof(err));
-	if (!j->rc) {
-		j->rc = dis_listener_reset(st, j->id, j->to);
-		dis_store_free(st);
-	}
-	__atomic_store_n(&j->done, 1, __ATOMIC_SEQ_CST);
-	return NULL;
-}
-
-static bool reset_done(void *arg)
-{
-	return __atomic_load_n(&((reset_job *)arg)->done, __ATOMIC_SEQ_CST);
-}
-
+/* A reset from another thread (tl_reset) on the fixture's database. */
 static int reset_running(fixture *f, const char *id, dis_position to)
 {
-	reset_job j = {f, id, to, -100, 0};
-	pthread_t t;
+	tl_reset j = {.conninfo = f->conninfo,
+		      .schema = f->schema,
+		      .id = id,
+		      .to = to};
 
-	assert_int_equal(pthread_create(&t, NULL, reset_thread, &j), 0);
-	assert_true(tl_run_until(f->base, reset_done, &j, 10000));
-	pthread_join(t, NULL);
+	assert_true(tl_reset_running(f->base, &j, 10000));
 	return j.rc;
 }
 
@@ -1023,7 +990,8 @@ typedef struct seen_ids {
 	int n;
 	int goal;         /* seen_n: this many */
 	int64_t reset_at; /* start the reset when this id comes first */
-	reset_job job;
+	tl_reset job;
+	PGconn *conn; /* for checks */
 	pthread_t t;
 	bool started;
 } seen_ids;
@@ -1039,11 +1007,12 @@ static int record_id(void *arg, dis_batch *b, const dis_event *ev)
 		/* It waits for this batch's row lock: the next batch meets
 		 * the moved checkpoint with its rows read ahead. */
 		s->started = true;
-		assert_int_equal(
-			pthread_create(&s->t, NULL, reset_thread, &s->job), 0);
+		assert_int_equal(pthread_create(&s->t, NULL, tl_reset_thread,
+						&s->job),
+				 0);
 		/* Until it waits (or this batch would not be the one). */
 		for (int i = 0; i < 500; i++) {
-			if (tl_count(s->job.f->conn,
+			if (tl_count(s->conn,
 				     "SELECT count(*) FROM pg_stat_activity "
 				     "WHERE wait_event_type = 'Lock' AND "
 				     "query LIKE 'UPDATE event_listener%'") > 0)
@@ -1223,10 +1192,15 @@ static void test_read_ahead_reset(void **state)
 	ids = event_ids(f, &nev);
 	cfg.fetch_size = 10;
 	s->reset_at = ids[54];
-	s->job = (reset_job){f, "carts", DIS_POSITION_START, -100, 0};
+	s->job = (tl_reset){.conninfo = f->conninfo,
+			    .schema = f->schema,
+			    .id = "carts",
+			    .to = DIS_POSITION_START,
+			    .rc = -100};
+	s->conn = f->conn;
 	add_recorder(f, "carts", s, &cfg);
 	assert_int_equal(dis_runtime_start(f->rt), 0);
-	assert_true(tl_run_until(f->base, reset_done, &s->job, 20000));
+	assert_true(tl_run_until(f->base, tl_reset_done, &s->job, 20000));
 	pthread_join(s->t, NULL);
 	assert_int_equal(s->job.rc, 0);
 	/* Run until the second pass has ended. */

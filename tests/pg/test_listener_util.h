@@ -12,6 +12,7 @@
 #include <event2/event.h>
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,6 +294,68 @@ static inline bool tl_run_until(struct event_base *base, bool (*cond)(void *),
 		event_base_loopexit(base, &tv);
 		event_base_dispatch(base);
 	}
+	return true;
+}
+
+/*
+ * dis_listener_reset from a thread of its own, on a store of its own (as
+ * `disctl reset` from another process): it waits for the row lock of a
+ * batch in flight, which only the caller's loop finishes. The caller sets
+ * conninfo, schema, id, to and (optionally) notify, a channel notified
+ * once the reset committed.
+ */
+typedef struct tl_reset {
+	const char *conninfo;
+	const dis_schema *schema;
+	const char *id;
+	dis_position to;
+	const char *notify;
+	int rc;    /* the reset's, or the store's open; -100 until done */
+	double at; /* tl_now() once the reset had committed */
+	int done;
+} tl_reset;
+
+static inline void *tl_reset_thread(void *p)
+{
+	tl_reset *j = p;
+	dis_store *st;
+	char err[256];
+
+	j->rc = dis_store_open(j->conninfo, j->schema, &st, err, sizeof(err));
+	if (!j->rc) {
+		j->rc = dis_listener_reset(st, j->id, j->to);
+		j->at = tl_now();
+		if (!j->rc && j->notify) {
+			const char *v[1] = {j->notify};
+
+			PQclear(PQexecParams(dis_store_conn(st),
+					     "SELECT pg_notify($1, '')", 1,
+					     NULL, v, NULL, NULL, 0));
+		}
+		dis_store_free(st);
+	}
+	__atomic_store_n(&j->done, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static inline bool tl_reset_done(void *arg)
+{
+	return __atomic_load_n(&((tl_reset *)arg)->done, __ATOMIC_SEQ_CST);
+}
+
+/* Runs the reset in a thread while the loop runs; false when the thread
+ * did not start or the reset did not end within timeout_ms. */
+static inline bool tl_reset_running(struct event_base *base, tl_reset *j,
+				    int timeout_ms)
+{
+	pthread_t t;
+
+	j->rc = -100;
+	j->done = 0;
+	if (pthread_create(&t, NULL, tl_reset_thread, j) ||
+	    !tl_run_until(base, tl_reset_done, j, timeout_ms))
+		return false;
+	pthread_join(t, NULL);
 	return true;
 }
 
