@@ -338,6 +338,23 @@ int dis__append_build(dis_store *store, dis_event *const *events, size_t n,
 		      const dis_query *validation, const dis_version *version,
 		      dis__append *out);
 void dis__append_free(dis__append *a);
+
+/*
+ * dis_store_append that also gives, when `next` is not NULL and the append
+ * ran as its own transaction, the version it leaves: what its check saw
+ * plus its own events (*next stays NULL inside a caller's transaction or
+ * when too many transactions ran beside it). A decision made on a state
+ * loaded at `version`, with its own events applied, is exactly the state
+ * at *next.
+ */
+int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
+			   const dis_query *validation,
+			   const dis_version *version, int64_t *ids_out,
+			   dis_version **next);
+/* Transactions between a snapshot's xmax and a later one it may list. */
+#define DIS__VERSION_SPAN 4096
+/* See store.c: `snapshot` plus the later transaction tx, as a version. */
+int dis__version_seeing(const char *snapshot, uint64_t tx, char **out);
 /* The two binary array parameters of DIS__LOCK_SQL for `locks`. */
 int dis__lock_params(const dis__lock *locks, size_t n, dis__buf *keys,
 		     dis__buf *excl);

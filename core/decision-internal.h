@@ -58,8 +58,15 @@ typedef struct dis__backend {
 	/* Events matching q (that `since` did not see, when given). */
 	int (*load)(void *self, const dis_query *q, const void *since,
 		    dis_event_fn fn, void *arg, void **version);
+	/*
+	 * When `next` is not NULL it gets the version the append leaves
+	 * (what the load at `version` saw plus these events; exact because
+	 * nothing matching the validation query came between), or NULL
+	 * when the backend cannot tell (inside a caller's transaction).
+	 */
 	int (*append)(void *self, dis_event *const *evs, size_t n,
-		      const dis_query *validation, const void *version);
+		      const dis_query *validation, const void *version,
+		      void **next);
 	void (*version_free)(void *version);
 	const char *(*version_text)(const void *version);
 	int (*version_parse)(void *self, const char *text, void **out);

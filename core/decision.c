@@ -531,6 +531,23 @@ const dis_schema *dis_ctx_schema(const dis_ctx *ctx)
 
 /* ---- the maker ---- */
 
+/*
+ * A decided state kept for the next decision on it (dis_maker_set_cache):
+ * each state encoded with its snapshot schema as the decision saw it, the
+ * events the decision appended, and the version that append left.
+ * Restoring both gives exactly the states a load at that version gives.
+ */
+struct cache_entry {
+	char *key; /* the states' definitions and queries */
+	uint64_t hash;
+	uint64_t used; /* the maker's tick at the last use */
+	void *version;
+	dis__buf *snaps; /* one per state */
+	size_t nstates;
+	dis_event **events;
+	size_t nevents;
+};
+
 struct codec_slot {
 	const dis_state_def *def;
 	dis__snapcodec codec;
@@ -552,6 +569,10 @@ struct dis_maker {
 	uint64_t rng;
 	struct codec_slot *codecs;
 	size_t ncodecs;
+	struct cache_entry *cache;
+	size_t ncache;
+	size_t cache_cap;
+	uint64_t tick;
 	dis_maker_stats stats;
 	char errmsg[DIS_ERRMSG_LEN];
 };
@@ -576,9 +597,16 @@ static int st_load(void *self, const dis_query *q, const void *since,
 }
 
 static int st_append(void *self, dis_event *const *evs, size_t n,
-		     const dis_query *validation, const void *version)
+		     const dis_query *validation, const void *version,
+		     void **next)
 {
-	return dis_store_append(self, evs, n, validation, version, NULL);
+	dis_version *v = NULL;
+	int rc = dis__store_append_next(self, evs, n, validation, version, NULL,
+					next ? &v : NULL);
+
+	if (next)
+		*next = v;
+	return rc;
 }
 
 static void st_version_free(void *v)
@@ -693,6 +721,7 @@ void dis_maker_free(dis_maker *m)
 {
 	if (!m)
 		return;
+	dis_maker_set_cache(m, 0);
 	for (size_t i = 0; i < m->ncodecs; i++)
 		dis__snapcodec_fini(&m->codecs[i].codec);
 	free(m->codecs);
@@ -988,6 +1017,178 @@ static int dispatch_event(void *arg, const dis_event *ev)
 	return 0;
 }
 
+/* The state cache. */
+
+static void cache_entry_free(dis_maker *m, struct cache_entry *e)
+{
+	free(e->key);
+	if (e->version)
+		m->be.version_free(e->version);
+	for (size_t i = 0; i < e->nstates; i++)
+		dis__buf_free(&e->snaps[i]);
+	free(e->snaps);
+	for (size_t i = 0; i < e->nevents; i++)
+		dis_event_free(e->events[i]);
+	free(e->events);
+	memset(e, 0, sizeof(*e));
+}
+
+static void cache_drop(dis_maker *m, size_t i)
+{
+	cache_entry_free(m, &m->cache[i]);
+	m->cache[i] = m->cache[--m->ncache];
+}
+
+/*
+ * The key of the decision's states, or NULL when the cache cannot serve
+ * it: a state without a snapshot schema (the maker can copy a state only
+ * through it), a validation query of its own (only the union of the
+ * states' queries is sure to catch every event that changed a state), or
+ * a caller's open transaction (the check skips that transaction's own
+ * events, which a state cached before it has not seen).
+ */
+static char *cache_key(dis_maker *m, dis_decision *d)
+{
+	dis__buf b;
+
+	if (!m->cache_cap || d->validation || d->nstates == 0 ||
+	    (m->be.snap_writable && !m->be.snap_writable(m->be.self)))
+		return NULL;
+	dis__buf_init(&b);
+	for (size_t i = 0; i < d->nstates; i++) {
+		struct dstate *s = &d->states[i];
+
+		if (!s->def->snapshot_schema || !codec_for(m, s->def) ||
+		    !state_query_text(s)) {
+			dis__buf_free(&b);
+			return NULL;
+		}
+		dis__buf_printf(&b, "%p %s\x1f%s\x1e", (const void *)s->def,
+				s->def->name, s->query_text);
+	}
+	return b.oom ? (dis__buf_free(&b), NULL) : dis__buf_take(&b);
+}
+
+static struct cache_entry *cache_find(dis_maker *m, const char *key)
+{
+	uint64_t h = dis__hash64(key, strlen(key), 0);
+
+	for (size_t i = 0; i < m->ncache; i++)
+		if (m->cache[i].hash == h && !strcmp(m->cache[i].key, key)) {
+			m->cache[i].used = ++m->tick;
+			return &m->cache[i];
+		}
+	return NULL;
+}
+
+/* Starts the states from the entry instead of a load. */
+static int cache_restore(dis_maker *m, dis_decision *d,
+			 const struct cache_entry *e)
+{
+	struct dispatch dp = {m, d, 0, d->nstates == 1, 0};
+	char err[DIS_ERRMSG_LEN] = "";
+	int rc = 0;
+
+	for (size_t i = 0; i < d->nstates && rc == 0; i++) {
+		struct dstate *s = &d->states[i];
+
+		s->group = 0;
+		s->dirty = true;
+		rc = dis__snapshot_decode(codec_for(m, s->def), s->cur,
+					  e->snaps[i].data, e->snaps[i].len,
+					  err, sizeof(err));
+	}
+	for (size_t i = 0; i < e->nevents && rc == 0; i++)
+		rc = dispatch_event(&dp, e->events[i]);
+	d->events_read = 0; /* none came from the log */
+	if (rc == 0)
+		rc = m->be.version_parse(m->be.self,
+					 m->be.version_text(e->version),
+					 &d->version);
+	if (rc != 0)
+		return dis__decision_fail(d, rc, "%s: cached state: %s",
+					  d->name,
+					  err[0] ? err : dis_strerror(rc));
+	d->version_free = m->be.version_free;
+	d->store_version = m->be.store_versions;
+	return 0;
+}
+
+/*
+ * Keeps the decision's states as it saw them, its appended events and
+ * `next` (taken over) under `key`, replacing the key's entry or else the
+ * least recently used one when the cache is full.
+ */
+static void cache_store(dis_maker *m, dis_decision *d, const char *key,
+			void *next)
+{
+	struct cache_entry e = {0}, *slot;
+	char err[DIS_ERRMSG_LEN] = "";
+	int rc = DIS_ENOMEM;
+
+	e.version = next;
+	if (!(e.key = dis__strdup(key)) ||
+	    !(e.snaps = calloc(d->nstates, sizeof(*e.snaps))) ||
+	    !(e.events = calloc(d->nevents, sizeof(*e.events))))
+		goto out;
+	e.hash = dis__hash64(key, strlen(key), 0);
+	for (rc = 0; e.nstates < d->nstates && rc == 0; e.nstates++) {
+		struct dstate *s = &d->states[e.nstates];
+
+		dis__buf_init(&e.snaps[e.nstates]);
+		rc = dis__snapshot_encode(codec_for(m, s->def), s->cur,
+					  &e.snaps[e.nstates], NULL, err,
+					  sizeof(err));
+	}
+	for (; e.nevents < d->nevents && rc == 0; e.nevents++)
+		rc = dis_event_copy(d->events[e.nevents], &e.events[e.nevents]);
+out:
+	if (rc != 0) {
+		mlog(m, DIS_LOG_WARN, "%s: state not cached: %s", d->name,
+		     err[0] ? err : dis_strerror(rc));
+		cache_entry_free(m, &e);
+		return;
+	}
+	if (!(slot = cache_find(m, key)) && m->ncache < m->cache_cap) {
+		slot = &m->cache[m->ncache++];
+		memset(slot, 0, sizeof(*slot));
+	} else if (!slot) {
+		slot = &m->cache[0];
+		for (size_t i = 1; i < m->ncache; i++)
+			if (m->cache[i].used < slot->used)
+				slot = &m->cache[i];
+	}
+	cache_entry_free(m, slot);
+	*slot = e;
+	slot->used = ++m->tick;
+}
+
+int dis_maker_set_cache(dis_maker *m, size_t entries)
+{
+	struct cache_entry *c;
+
+	if (!m)
+		return DIS_EINVAL;
+	while (m->ncache > entries) {
+		size_t lru = 0;
+
+		for (size_t i = 1; i < m->ncache; i++)
+			if (m->cache[i].used < m->cache[lru].used)
+				lru = i;
+		cache_drop(m, lru);
+	}
+	if (entries == 0) {
+		free(m->cache);
+		m->cache = NULL;
+	} else {
+		if (!(c = realloc(m->cache, entries * sizeof(*c))))
+			return DIS_ENOMEM;
+		m->cache = c;
+	}
+	m->cache_cap = entries;
+	return 0;
+}
+
 /*
  * Loads every state: one load over the union of the states without a
  * usable snapshot, then one load per snapshotted state of the events its
@@ -1136,16 +1337,30 @@ static void backoff(dis_maker *m, unsigned attempt)
 		;
 }
 
-static int attempt_once(dis_maker *m, dis_decision *d, bool decide)
+/*
+ * One attempt: load the states (or restore them from `cached`), process,
+ * append. *sent tells whether the append was sent. With a cache key, an
+ * append that knows the version it leaves is remembered under it.
+ */
+static int attempt_once(dis_maker *m, dis_decision *d, bool decide,
+			const char *key, const struct cache_entry *cached,
+			bool *sent)
 {
 	const dis_query *validation;
 	dis_event *const *evs;
+	void *next = NULL;
 	size_t n;
 	int rc;
 
+	*sent = false;
 	dis__decision_reset(d);
-	if ((rc = load_states(m, d)))
+	if (cached) {
+		if ((rc = cache_restore(m, d, cached)))
+			return rc;
+		m->stats.cache_hits++;
+	} else if ((rc = load_states(m, d))) {
 		return rc;
+	}
 	if (m->hook && (rc = m->hook(m->hook_arg, d, d->attempts)))
 		return dis__decision_fail(d, rc, "%s: hook failed", d->name);
 	if (!decide)
@@ -1162,25 +1377,51 @@ static int attempt_once(dis_maker *m, dis_decision *d, bool decide)
 		return dis__decision_fail(d, rc, "%s: validation query: %s",
 					  d->name,
 					  dis_query_errmsg(validation));
-	rc = m->be.append(m->be.self, evs, n, validation, d->version);
+	*sent = true;
+	rc = m->be.append(m->be.self, evs, n, validation, d->version,
+			  key ? &next : NULL);
 	if (rc != 0)
 		return backend_fail(m, d, rc, "appending");
 	m->stats.events_appended += n;
+	if (next)
+		cache_store(m, d, key, next);
 	return 0;
 }
 
 static int run(dis_maker *m, dis_decision *d, bool decide)
 {
+	const struct cache_entry *cached;
+	char *key;
+	bool sent;
 	int rc;
 
 	if (!m || !d)
 		return DIS_EINVAL;
 	if (decide)
 		m->stats.decisions++;
+	key = decide ? cache_key(m, d) : NULL;
+	cached = key ? cache_find(m, key) : NULL;
 	d->attempts = 0;
 	for (;;) {
 		d->attempts++;
-		rc = attempt_once(m, d, decide);
+		rc = attempt_once(m, d, decide, key, cached, &sent);
+		if (cached && !(sent && rc == 0)) {
+			/*
+			 * Decided on a cached state that may be stale: a
+			 * conflict says it was, a refusal or nothing to
+			 * append may be its doing. Forget it and decide again
+			 * on a load, without counting an attempt. An append
+			 * that failed otherwise may have committed: that error
+			 * stands.
+			 */
+			cache_drop(m, (size_t)(cached - m->cache));
+			cached = NULL;
+			if (!sent || rc == DIS_ECONFLICT) {
+				m->stats.cache_stale++;
+				d->attempts--;
+				continue;
+			}
+		}
 		if (rc != DIS_ECONFLICT)
 			break;
 		m->stats.conflicts++;
@@ -1200,6 +1441,7 @@ static int run(dis_maker *m, dis_decision *d, bool decide)
 		     d->name, d->attempts + 1);
 		backoff(m, d->attempts);
 	}
+	free(key);
 	d->result = rc;
 	if (rc == 0) {
 		d->errmsg[0] = '\0';

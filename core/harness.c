@@ -105,7 +105,8 @@ static int mem_load(void *self, const dis_query *q, const void *since,
 }
 
 static int mem_append(void *self, dis_event *const *evs, size_t n,
-		      const dis_query *validation, const void *version)
+		      const dis_query *validation, const void *version,
+		      void **next)
 {
 	memlog *log = self;
 	const memver *v = version;
@@ -133,6 +134,8 @@ static int mem_append(void *self, dis_event *const *evs, size_t n,
 	for (size_t i = 0; i < n; i++)
 		if ((rc = mem_push(log, evs[i], evs[i])))
 			return rc;
+	if (next && mem_version(log, next))
+		*next = NULL;
 	return 0;
 }
 

@@ -1782,9 +1782,79 @@ static void notify_recover(dis_store *s, const char *payload,
 	blocking_end(s, was);
 }
 
+/*
+ * The version seeing what `snapshot` (pg_snapshot text) saw plus
+ * transaction `tx`, which started after it: tx becomes visible, every
+ * transaction between the snapshot's xmax and tx stays invisible. *out is
+ * NULL when that would list more than DIS__VERSION_SPAN transactions.
+ */
+int dis__version_seeing(const char *snapshot, uint64_t tx, char **out)
+{
+	unsigned long long xmin, xmax, x;
+	const char *p;
+	char *end;
+	dis__buf b;
+
+	*out = NULL;
+	if (!snapshot || sscanf(snapshot, "%llu:%llu:", &xmin, &xmax) != 2 ||
+	    !(p = strchr(snapshot, ':')) || !(p = strchr(p + 1, ':')) ||
+	    xmin > xmax || tx < xmin)
+		return DIS_EINVAL;
+	if (tx >= xmax && tx - xmax > DIS__VERSION_SPAN)
+		return 0;
+	dis__buf_init(&b);
+	dis__buf_printf(&b, "%llu:%llu:", xmin,
+			tx >= xmax ? (unsigned long long)tx + 1 : xmax);
+	for (p++; *p; p = *end ? end + 1 : end) {
+		x = strtoull(p, &end, 10);
+		if (end == p || (*end && *end != ',') || x < xmin ||
+		    x >= xmax) {
+			dis__buf_free(&b);
+			return DIS_EINVAL;
+		}
+		if (x != tx)
+			dis__buf_printf(&b, "%llu,", x);
+	}
+	for (x = xmax; x < tx; x++)
+		dis__buf_printf(&b, "%llu,", x);
+	if (b.len && b.data[b.len - 1] == ',')
+		b.len--;
+	if (b.oom || !(*out = dis__buf_take(&b))) {
+		dis__buf_free(&b);
+		return DIS_ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * After the append's own block: what it saw, its own events included.
+ * The events are committed whatever happens here: a snapshot that cannot
+ * be used leaves *next NULL (the caller then loads afresh).
+ */
+static void next_version(const PGresult *res, dis_version **next)
+{
+	dis_position pos = dis__row_position(res, 0, 0);
+	char *text = NULL;
+
+	if (PQnfields(res) >= 3 && !PQgetisnull(res, 0, 2) &&
+	    dis__version_seeing(PQgetvalue(res, 0, 2), pos.tx, &text) == 0 &&
+	    text && version_new(text, next))
+		*next = NULL;
+	free(text);
+}
+
 int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 		     const dis_query *validation, const dis_version *version,
 		     int64_t *ids_out)
+{
+	return dis__store_append_next(s, events, n, validation, version,
+				      ids_out, NULL);
+}
+
+int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
+			   const dis_query *validation,
+			   const dis_version *version, int64_t *ids_out,
+			   dis_version **next)
 {
 	static const int bin2[2] = {1, 1};
 	dis__append a;
@@ -1792,6 +1862,7 @@ int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 	PGresult *results[5] = {NULL, NULL, NULL, NULL, NULL};
 	int32_t sid;
 	int ins = 1, rc;
+	bool own = false;
 
 	if (!s)
 		return DIS_EINVAL;
@@ -1806,8 +1877,15 @@ int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 		return rc;
 	dis__buf_init(&keys);
 	dis__buf_init(&excl);
+	if (next) {
+		*next = NULL;
+		own = PQtransactionStatus(s->conn) == PQTRANS_IDLE;
+	}
 	rc = dis__append_build(s, events, n, validation, version, &a);
-	if (!rc && dis__lock_params(a.locks, a.nlocks, &keys, &excl))
+	if (!rc && own)
+		dis__sql_puts(&a.insert, ", pg_current_snapshot()::text");
+	if (!rc && (a.insert.text.oom ||
+		    dis__lock_params(a.locks, a.nlocks, &keys, &excl)))
 		rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
 	if (!rc) {
 		const char *lock_vals[2] = {(const char *)keys.data,
@@ -1867,6 +1945,8 @@ int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
 	}
 	if (!rc)
 		rc = dis__append_result(s, results[ins], &a, events, ids_out);
+	if (!rc && own)
+		next_version(results[ins], next);
 	for (int i = 0; i < 5; i++)
 		PQclear(results[i]);
 	dis__append_free(&a);

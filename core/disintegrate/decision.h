@@ -216,6 +216,8 @@ typedef struct dis_maker_stats {
 	uint64_t snapshots_loaded;
 	uint64_t snapshots_ignored; /* found but undecodable or stale schema */
 	uint64_t snapshots_stored;
+	uint64_t cache_hits;  /* attempts that started from cached states */
+	uint64_t cache_stale; /* ... that had to decide again on a load */
 } dis_maker_stats;
 
 /*
@@ -242,6 +244,30 @@ DIS_API int dis_maker_set_retry(dis_maker *m, unsigned max_attempts,
 DIS_API void dis_maker_set_snapshots(dis_maker *m, bool enabled,
 				     unsigned every);
 DIS_API void dis_maker_set_log(dis_maker *m, dis_log_fn fn, void *arg);
+/*
+ * Keeps the states of up to `entries` decisions in memory (0, the default:
+ * none; the least recently used go first). A decision whose states are
+ * cached skips the load: it decides on them and appends in one round trip,
+ * checked against the version the cached states are exact at. The state
+ * is the one a load would give unless another writer appended events
+ * matching it meanwhile: then the check refuses the append and the maker
+ * decides again on a load (a refusal, or nothing to append, on a cached
+ * state is also decided again on a load, in case the state was stale).
+ * That second attempt does not count towards max_attempts; stats count
+ * cache_hits and cache_stale. dis_decision_events_read() is 0 for a
+ * decision served from the cache.
+ *
+ * Served: dis_maker_make of a decision whose states all have a snapshot
+ * schema (the maker copies a state only through snapshot_save and
+ * snapshot_load) and that has no validation query of its own (only the
+ * states' own queries are sure to catch every change to them), outside a
+ * caller's open transaction: there the cache is neither read (the check
+ * does not flag that transaction's own events) nor filled (it could still
+ * roll back). Process must be a function of the states and params: on a
+ * stale cached state it runs once more. Returns DIS_ENOMEM, or DIS_EINVAL
+ * for a NULL maker.
+ */
+DIS_API int dis_maker_set_cache(dis_maker *m, size_t entries);
 
 /*
  * Makes the decision: load, process, append with the validation check,

@@ -238,30 +238,6 @@ static void test_admin_migrates(void **state)
 
 /* ---- the writer ---- */
 
-static int balance_save(const void *state, dis_event *rec)
-{
-	return dis_event_set_long(rec, "amount",
-				  ((const struct balance *)state)->amount);
-}
-
-static int balance_load(void *state, const dis_event *rec)
-{
-	return dis_event_get_long(rec, "amount",
-				  &((struct balance *)state)->amount);
-}
-
-static const dis_state_def balance_def = {
-	.name = "Balance",
-	.size = sizeof(struct balance),
-	.query = balance_query,
-	.mutate = balance_mutate,
-	.snapshot_schema = "{\"type\":\"record\",\"name\":\"BalanceSnap\","
-			   "\"fields\":[{\"name\":\"amount\","
-			   "\"type\":\"long\"}]}",
-	.snapshot_save = balance_save,
-	.snapshot_load = balance_load,
-};
-
 static int withdraw(dis_ctx *ctx, const void *const *states,
 		    const void *params)
 {
@@ -300,10 +276,11 @@ static int make_withdrawal(dis_store *st, const char *account, int64_t amount,
 	dis_maker_set_snapshots(m, true, 1);
 	if (log)
 		dis_maker_set_log(m, log_to_buf, log);
-	assert_int_equal(dis_decision_new(schema, "withdraw", withdraw,
-					  &amount, sizeof(amount), &d),
+	assert_int_equal(dis_decision_new(schema, "withdraw", withdraw, &amount,
+					  sizeof(amount), &d),
 			 0);
-	assert_int_equal(dis_decision_add_state(d, &balance_def, &init), 0);
+	assert_int_equal(dis_decision_add_state(d, &balance_snap_state, &init),
+			 0);
 	rc = dis_maker_make(m, d);
 	snprintf(msg, len, "%s", rc ? dis_decision_errmsg(d) : "");
 	dis_decision_free(d);

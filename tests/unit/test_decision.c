@@ -272,13 +272,15 @@ static int fake_load(void *self, const dis_query *q, const void *since,
 }
 
 static int fake_append(void *self, dis_event *const *evs, size_t n,
-		       const dis_query *validation, const void *version)
+		       const dis_query *validation, const void *version,
+		       void **next)
 {
 	(void)self;
 	(void)evs;
 	(void)n;
 	(void)validation;
 	(void)version;
+	(void)next;
 	return DIS_ECONFLICT;
 }
 
@@ -464,6 +466,48 @@ static void bad_state_definitions_are_refused(void **state)
 	dis_harness_free(NULL);
 }
 
+/*
+ * The version a cached state is exact at: the append's snapshot with its
+ * own transaction made visible, and every one between still invisible.
+ */
+static void version_seeing_a_later_transaction(void **state)
+{
+	static const struct {
+		const char *snap;
+		uint64_t tx;
+		const char *want; /* NULL: too far, none */
+		int rc;
+	} cases[] = {
+		{"10:20:12,15", 22, "10:23:12,15,20,21", 0},
+		{"10:20:12,15", 20, "10:21:12,15", 0},
+		{"10:20:", 20, "10:21:", 0},
+		{"20:20:", 25, "20:26:20,21,22,23,24", 0},
+		{"10:20:12,15", 15, "10:20:12", 0},
+		{"10:20:12,15", 17, "10:20:12,15", 0},
+		{"10:20:", 20 + DIS__VERSION_SPAN + 1, NULL, 0},
+		{"10:20:12,x", 22, NULL, DIS_EINVAL},
+		{"10:20:25", 22, NULL, DIS_EINVAL},
+		{"20:10:", 22, NULL, DIS_EINVAL},
+		{"10:20", 22, NULL, DIS_EINVAL},
+		{"10:20:", 5, NULL, DIS_EINVAL},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *out = (char *)"unset";
+		int rc = dis__version_seeing(cases[i].snap, cases[i].tx, &out);
+
+		assert_int_equal(rc, cases[i].rc);
+		if (cases[i].want) {
+			assert_non_null(out);
+			assert_string_equal(out, cases[i].want);
+		} else {
+			assert_null(out);
+		}
+		free(out);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -498,6 +542,7 @@ int main(void)
 			snapshot_and_plain_states_together, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			bad_state_definitions_are_refused, setup, teardown),
+		cmocka_unit_test(version_seeing_a_later_transaction),
 	};
 
 	return cmocka_run_group_tests_name("decision", tests, NULL, NULL);
