@@ -119,8 +119,10 @@ static int move_process(dis_ctx *ctx, const void *const *states,
 	return rc;
 }
 
-/* A decision moving `amount` on account `id` (copied into the decision). */
-static dis_decision *new_move(const char *id, int64_t amount)
+/* A decision moving `amount` on account `id` (copied into the decision),
+ * with the balance state `def`. */
+static dis_decision *new_move(const char *id, int64_t amount,
+			      const dis_state_def *def)
 {
 	struct move m = {amount};
 	struct balance init = {0};
@@ -129,18 +131,32 @@ static dis_decision *new_move(const char *id, int64_t amount)
 	if (dis_decision_new(schema, "Move", move_process, &m, sizeof(m), &d))
 		die("decision", "out of memory");
 	init.account = dis_decision_strdup(d, id);
-	if (!init.account || dis_decision_add_state(d, &balance_state, &init))
+	if (!init.account || dis_decision_add_state(d, def, &init))
 		die("decision", dis_decision_errmsg(d));
 	return d;
 }
 
 /* ---- synchronous workers ---- */
 
-/* Sliced in rotation: RAW..DECIDE, then the ceilings CHECK..PIPED;
+/* Sliced in rotation: RAW..CACHED, then the ceilings CHECK..PIPED;
  * HOT runs alone. */
-enum kind { RAW, APPEND, DECIDE, CHECK, LOCKED, LOADED, PIPED, HOT, NKINDS };
-static const char *const KIND_NAMES[] = {"raw",    "append", "decide", "check",
-					 "locked", "loaded", "piped",  "hot"};
+enum kind {
+	RAW,
+	APPEND,
+	DECIDE,
+	CACHED,
+	CHECK,
+	LOCKED,
+	LOADED,
+	PIPED,
+	HOT,
+	NKINDS
+};
+static const char *const KIND_NAMES[] = {"raw",    "append", "decide",
+					 "cached", "check",  "locked",
+					 "loaded", "piped",  "hot"};
+/* States the cached makers keep (per connection). */
+#define CACHE_ENTRIES 256
 
 /*
  * The ceilings' statements (see the top comment): the library's insert,
@@ -239,8 +255,11 @@ static void worker_open(worker *w)
 	if (dis_store_open(conninfo, schema, &w->store, w->error,
 			   sizeof(w->error)))
 		die("connect", w->error);
-	if (w->kind == DECIDE || w->kind == HOT) {
+	if (w->kind == DECIDE || w->kind == CACHED || w->kind == HOT) {
 		if (dis_maker_new(w->store, &w->maker))
+			die("maker", "out of memory");
+		if (w->kind == CACHED &&
+		    dis_maker_set_cache(w->maker, CACHE_ENTRIES))
 			die("maker", "out of memory");
 	}
 }
@@ -400,7 +419,9 @@ static int op_append(worker *w, const char *acct)
 
 static int op_decide(worker *w, const char *acct, int64_t amount)
 {
-	dis_decision *d = new_move(acct, amount);
+	dis_decision *d = new_move(acct, amount,
+				   w->kind == CACHED ? &balance_snap_state
+						     : &balance_state);
 	int rc = dis_maker_make(w->maker, d);
 
 	if (rc == DIS_EDOMAIN) {
@@ -450,7 +471,10 @@ static void *worker_main(void *arg)
 			rc = op_append(w, acct);
 			break;
 		case DECIDE:
-			snprintf(acct, sizeof(acct), "d%d-%d-%ld", w->run,
+		case CACHED:
+			/* d, k */
+			snprintf(acct, sizeof(acct), "%c%d-%d-%ld",
+				 w->kind == DECIDE ? 'd' : 'k', w->run,
 				 w->thread, w->done / DECISIONS_PER_ACCOUNT);
 			rc = op_decide(w, acct, 10);
 			break;
@@ -471,7 +495,9 @@ static void *worker_main(void *arg)
 		dis_maker_stats st;
 
 		dis_maker_get_stats(w->maker, &st);
-		w->conflicts = (long)st.conflicts;
+		/* A cached state found stale counts too: on disjoint
+		 * accounts nobody else wrote to it. */
+		w->conflicts = (long)(st.conflicts + st.cache_stale);
 		w->retries = (long)st.retries;
 		w->gave_up = (long)st.gave_up;
 	}
@@ -583,7 +609,7 @@ static void async_submit(async_slot *s)
 
 	snprintf(acct, sizeof(acct), "y%d-%d-%ld", r->run, s->idx,
 		 s->n++ / DECISIONS_PER_ACCOUNT);
-	d = new_move(acct, 10);
+	d = new_move(acct, 10, &balance_state);
 	if (dis_async_submit(r->a, d, async_done, s)) {
 		dis_decision_free(d);
 		return;
@@ -694,8 +720,9 @@ static int cost_only = -1;
 
 static void cost(int n)
 {
-	const char *names[3] = {"raw INSERT", "checked append", "decision"};
-	enum kind kinds[3] = {RAW, APPEND, DECIDE};
+	const char *names[4] = {"raw INSERT", "checked append", "decision",
+				"cached decision"};
+	enum kind kinds[4] = {RAW, APPEND, DECIDE, CACHED};
 	char self[64];
 
 	snprintf(self, sizeof(self), "/proc/self/task/%ld/schedstat",
@@ -705,7 +732,7 @@ static void cost(int n)
 	       n);
 	printf("  %-16s %10s %12s %12s %14s\n", "", "wall us", "client us",
 	       "server us", "server wakeups");
-	for (int k = 0; k < 3; k++) {
+	for (int k = 0; k < 4; k++) {
 		worker w = {0};
 		char server[64];
 
@@ -747,10 +774,10 @@ static void cost(int n)
 			char acct[64];
 
 			snprintf(acct, sizeof(acct), "c%d-%d", w.run,
-				 k == 2 ? i / DECISIONS_PER_ACCOUNT : i);
+				 k >= 2 ? i / DECISIONS_PER_ACCOUNT : i);
 			if ((k == 0 && op_raw(&w, acct)) ||
 			    (k == 1 && op_append(&w, acct)) ||
-			    (k == 2 && op_decide(&w, acct, 10)))
+			    (k >= 2 && op_decide(&w, acct, 10)))
 				die("cost", w.error);
 		}
 		t1 = now_s();
@@ -914,14 +941,14 @@ int main(int argc, char **argv)
 		int nkinds = wanted(only, "ceiling") ? HOT : CHECK;
 
 		printf("appends and decisions: %d rounds of %.1f s slices, "
-		       "raw / append / decide%s interleaved\n",
+		       "raw / append / decide / cached%s interleaved\n",
 		       rounds, sl, nkinds > CHECK ? " / ceilings" : "");
-		printf("  %-6s %12s %12s %7s %12s %7s %10s\n", "conns",
+		printf("  %-6s %12s %12s %7s %12s %7s %10s %7s %10s\n", "conns",
 		       "raw INSERT/s", "appends/s", "ratio", "decisions/s",
-		       "ratio", "conflicts");
+		       "ratio", "cached/s", "ratio", "conflicts");
 		for (int c = 0; c < nconns; c++) {
 			char name[64];
-			double raw, app, dec;
+			double raw, app, dec, cached;
 			long spurious;
 
 			for (int round = 0; round < rounds; round++)
@@ -934,12 +961,15 @@ int main(int argc, char **argv)
 			raw = rate(&res[c][RAW]);
 			app = rate(&res[c][APPEND]);
 			dec = rate(&res[c][DECIDE]);
+			cached = rate(&res[c][CACHED]);
 			spurious = res[c][APPEND].conflicts +
-				   res[c][DECIDE].conflicts;
+				   res[c][DECIDE].conflicts +
+				   res[c][CACHED].conflicts;
 			printf("  %-6d %12.0f %12.0f %6.0f%% %12.0f %6.0f%% "
-			       "%10ld\n",
+			       "%10.0f %6.0f%% %10ld\n",
 			       conns[c], raw, app, 100 * app / raw, dec,
-			       100 * dec / raw, spurious);
+			       100 * dec / raw, cached, 100 * cached / raw,
+			       spurious);
 			snprintf(name, sizeof(name), "raw_insert_%dc",
 				 conns[c]);
 			line(name, raw, "commits/s", raw);
@@ -949,6 +979,9 @@ int main(int argc, char **argv)
 			snprintf(name, sizeof(name), "decision_sync_%dc",
 				 conns[c]);
 			line(name, dec, "decisions/s", raw);
+			snprintf(name, sizeof(name), "decision_cached_%dc",
+				 conns[c]);
+			line(name, cached, "decisions/s", raw);
 			snprintf(name, sizeof(name), "spurious_conflicts_%dc",
 				 conns[c]);
 			line(name, (double)spurious, "count", 0);
