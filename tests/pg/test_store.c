@@ -206,6 +206,74 @@ static void test_append_round_trip(void **state)
 	dis_query_free(q);
 }
 
+static int count_event(void *arg, const dis_event *ev)
+{
+	(void)ev;
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* Index entries read on table event, as the statistics have them now. */
+static long event_index_reads(dis_store *st, PGconn *reader)
+{
+	char *v;
+	long n;
+
+	/* The store's session reports its counts when it goes idle. */
+	dt_exec(dis_store_conn(st), "SELECT pg_stat_force_next_flush()");
+	dt_exec(dis_store_conn(st), "SELECT 1");
+	v = dt_scalar(reader, "SELECT sum(idx_tup_read) FROM "
+			      "pg_stat_user_indexes WHERE relname = 'event'");
+	n = atol(v);
+	free(v);
+	return n;
+}
+
+/*
+ * Domain ids are indexed with tx: an append's check reads the id's events
+ * from the load's xmin on, not the id's whole stream.
+ */
+static void test_check_reads_only_recent_events(void **state)
+{
+	fixture *f = *state;
+	PGconn *pg = dt_connect(f->conninfo);
+	dis_query *q = cart_query(f->schema, "long");
+	dis_version *v = NULL;
+	dis_event *evs[500], *ev;
+	char *def;
+	long before, after;
+	int n = 0;
+
+	def = dt_scalar(pg, "SELECT indexdef FROM pg_indexes WHERE indexname "
+			    "= 'idx_event_cart_id'");
+	assert_non_null(strstr(def, "(cart_id, tx)"));
+	free(def);
+	for (int b = 0; b < 10; b++) {
+		for (int i = 0; i < 500; i++)
+			evs[i] = item_added(f->schema, "long", "p", 1);
+		assert_int_equal(dis_store_append(f->store, evs, 500, NULL,
+						  NULL, NULL),
+				 0);
+		for (int i = 0; i < 500; i++)
+			dis_event_free(evs[i]);
+	}
+	assert_int_equal(dis_store_load(f->store, q, count_event, &n, &v), 0);
+	assert_int_equal(n, 5000);
+	before = event_index_reads(f->store, pg);
+	ev = item_added(f->schema, "long", "p", 1);
+	assert_int_equal(dis_store_append(f->store, &ev, 1, q, v, NULL), 0);
+	after = event_index_reads(f->store, pg);
+	print_message("index entries read by the check: %ld\n", after - before);
+	assert_true(after - before < 100);
+	/* And it still finds what the load did not see. */
+	assert_int_equal(dis_store_append(f->store, &ev, 1, q, v, NULL),
+			 DIS_ECONFLICT);
+	dis_event_free(ev);
+	dis_version_free(v);
+	dis_query_free(q);
+	PQfinish(pg);
+}
+
 /* it_appends_unchecked: no validation query, nothing can conflict. */
 static void test_append_unchecked(void **state)
 {
@@ -809,6 +877,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_query_by_id, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(
+			test_check_reads_only_recent_events, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_append_round_trip, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_append_unchecked, setup,
@@ -823,8 +893,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_position_after_rollback,
 						setup, teardown),
-		cmocka_unit_test_setup_teardown(
-			test_empty_append_and_bad_query, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_append_and_bad_query,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_injection_round_trips,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_payloads, setup,
