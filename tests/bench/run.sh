@@ -4,7 +4,7 @@
 # throwaway PostgreSQL cluster (unless PGHOST, PGDATABASE or DIS_TEST_DB name
 # a database), runs every figure of issue 6 next to its raw-PostgreSQL
 # baseline measured in the same run, prints the results and a summary table,
-# and deletes the cluster. Takes about 2.5 minutes (at most 5).
+# and deletes the cluster. Takes about 3 minutes (at most 5).
 #
 #   tests/bench/run.sh              everything
 #   tests/bench/run.sh --quick      shorter slices and 200k events (~1 min)
