@@ -1391,6 +1391,7 @@ static int attempt_once(dis_maker *m, dis_decision *d, bool decide,
 static int run(dis_maker *m, dis_decision *d, bool decide)
 {
 	const struct cache_entry *cached;
+	unsigned free_attempt = 0; /* a stale cached one */
 	char *key;
 	bool sent;
 	int rc;
@@ -1410,22 +1411,22 @@ static int run(dis_maker *m, dis_decision *d, bool decide)
 			 * Decided on a cached state that may be stale: a
 			 * conflict says it was, a refusal or nothing to
 			 * append may be its doing. Forget it and decide again
-			 * on a load, without counting an attempt. An append
-			 * that failed otherwise may have committed: that error
-			 * stands.
+			 * on a load at once; that attempt is not counted
+			 * against max_attempts. An append that failed
+			 * otherwise may have committed: that error stands.
 			 */
 			cache_drop(m, (size_t)(cached - m->cache));
 			cached = NULL;
 			if (!sent || rc == DIS_ECONFLICT) {
 				m->stats.cache_stale++;
-				d->attempts--;
+				free_attempt = 1;
 				continue;
 			}
 		}
 		if (rc != DIS_ECONFLICT)
 			break;
 		m->stats.conflicts++;
-		if (d->attempts >= m->max_attempts ||
+		if (d->attempts - free_attempt >= m->max_attempts ||
 		    (m->be.tx_failed && m->be.tx_failed(m->be.self))) {
 			m->stats.gave_up++;
 			dis__decision_fail(
@@ -1439,7 +1440,7 @@ static int run(dis_maker *m, dis_decision *d, bool decide)
 		m->stats.retries++;
 		mlog(m, DIS_LOG_DEBUG, "%s: conflict, retrying (attempt %u)",
 		     d->name, d->attempts + 1);
-		backoff(m, d->attempts);
+		backoff(m, d->attempts - free_attempt);
 	}
 	free(key);
 	d->result = rc;

@@ -253,8 +253,9 @@ DIS_API void dis_maker_set_log(dis_maker *m, dis_log_fn fn, void *arg);
  * matching it meanwhile: then the check refuses the append and the maker
  * decides again on a load (a refusal, or nothing to append, on a cached
  * state is also decided again on a load, in case the state was stale).
- * That second attempt does not count towards max_attempts; stats count
- * cache_hits and cache_stale. dis_decision_events_read() is 0 for a
+ * The attempt on the stale state is not counted against max_attempts
+ * (dis_decision_attempts() includes it); stats count cache_hits and
+ * cache_stale. dis_decision_events_read() is 0 for a
  * decision served from the cache.
  *
  * Served: dis_maker_make of a decision whose states all have a snapshot

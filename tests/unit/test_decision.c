@@ -467,6 +467,49 @@ static void bad_state_definitions_are_refused(void **state)
 }
 
 /*
+ * The state cache over the in-memory log: a second decision on a counter
+ * skips the load; a meanwhile event makes the cached attempt conflict and
+ * the decision is made again on a load (one attempt allowed: the stale
+ * cached one is not counted).
+ */
+static void cached_states_in_memory(void **state)
+{
+	dis_maker *m = dis_harness_maker(h);
+	struct add_params p = {.n = 2};
+	const dis_decision *d;
+	dis_decision *nd = NULL;
+	dis_maker_stats st;
+
+	(void)state;
+	assert_int_equal(dis_maker_set_cache(m, 4), 0);
+	assert_int_equal(dis_maker_set_retry(m, 1, 0, 0), 0);
+	assert_int_equal(counter_add(schema, "a", &p, &nd), 0);
+	assert_int_equal(dis_maker_make(m, nd), 0);
+	dis_decision_free(nd);
+	p.n = 3;
+	assert_int_equal(counter_add(schema, "a", &p, &nd), 0);
+	assert_int_equal(dis_maker_make(m, nd), 0);
+	assert_int_equal(dis_decision_events_read(nd), 0);
+	assert_int_equal(counter_at(nd, 0)->total, 2);
+	dis_decision_free(nd);
+
+	OK(dis_harness_meanwhile(h, "Added",
+				 "{\"counter_id\": \"a\", \"n\": 6}"));
+	p.n = 1;
+	assert_int_equal(counter_add(schema, "a", &p, &nd), 0);
+	OK(dis_harness_when(h, nd));
+	OK(dis_harness_then(h, "Added", "{\"counter_id\": \"a\", \"n\": 1}",
+			    NULL));
+	d = dis_harness_decision(h);
+	assert_int_equal(counter_at(d, 0)->total, 11);
+	assert_int_equal(dis_decision_attempts(d), 2);
+	dis_maker_get_stats(m, &st);
+	assert_int_equal(st.cache_hits, 2);
+	assert_int_equal(st.cache_stale, 1);
+	assert_int_equal(st.conflicts, 0);
+}
+
+/*
  * The version a cached state is exact at: the append's snapshot with its
  * own transaction made visible, and every one between still invisible.
  */
@@ -542,6 +585,8 @@ int main(void)
 			snapshot_and_plain_states_together, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			bad_state_definitions_are_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(cached_states_in_memory, setup,
+						teardown),
 		cmocka_unit_test(version_seeing_a_later_transaction),
 	};
 
