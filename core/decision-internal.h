@@ -67,6 +67,14 @@ typedef struct dis__backend {
 	int (*append)(void *self, dis_event *const *evs, size_t n,
 		      const dis_query *validation, const void *version,
 		      void **next);
+	/*
+	 * Optional: the version that saw what `version` saw plus the
+	 * transaction of `ev`, appended since (*out NULL when it cannot be
+	 * told). For a state cached after an append whose check did not
+	 * cover the states' queries.
+	 */
+	int (*version_plus)(void *self, const void *version,
+			    const dis_event *ev, void **out);
 	void (*version_free)(void *version);
 	const char *(*version_text)(const void *version);
 	int (*version_parse)(void *self, const char *text, void **out);

@@ -609,6 +609,24 @@ static int st_append(void *self, dis_event *const *evs, size_t n,
 	return rc;
 }
 
+static int st_version_plus(void *self, const void *version, const dis_event *ev,
+			   void **out)
+{
+	dis_version *v = NULL;
+	char *text = NULL;
+	int rc;
+
+	(void)self;
+	*out = NULL;
+	rc = dis__version_seeing(dis_version_text(version),
+				 dis_event_position(ev).tx, &text);
+	if (rc == 0 && text)
+		rc = dis_version_parse(text, &v);
+	free(text);
+	*out = v;
+	return rc;
+}
+
 static void st_version_free(void *v)
 {
 	dis_version_free(v);
@@ -695,6 +713,7 @@ int dis_maker_new(dis_store *store, dis_maker **out)
 		.self = store,
 		.load = st_load,
 		.append = st_append,
+		.version_plus = st_version_plus,
 		.version_free = st_version_free,
 		.version_text = st_version_text,
 		.version_parse = st_version_parse,
@@ -1042,16 +1061,14 @@ static void cache_drop(dis_maker *m, size_t i)
 /*
  * The key of the decision's states, or NULL when the cache cannot serve
  * it: a state without a snapshot schema (the maker can copy a state only
- * through it), a validation query of its own (only the union of the
- * states' queries is sure to catch every event that changed a state), or
- * a caller's open transaction (the check skips that transaction's own
- * events, which a state cached before it has not seen).
+ * through it), or a caller's open transaction (the check skips that
+ * transaction's own events, which a state cached before it has not seen).
  */
 static char *cache_key(dis_maker *m, dis_decision *d)
 {
 	dis__buf b;
 
-	if (!m->cache_cap || d->validation || d->nstates == 0 ||
+	if (!m->cache_cap || d->nstates == 0 ||
 	    (m->be.snap_writable && !m->be.snap_writable(m->be.self)))
 		return NULL;
 	dis__buf_init(&b);
@@ -1339,16 +1356,24 @@ static void backoff(dis_maker *m, unsigned attempt)
 
 /*
  * One attempt: load the states (or restore them from `cached`), process,
- * append. *sent tells whether the append was sent. With a cache key, an
- * append that knows the version it leaves is remembered under it.
+ * append. *sent tells whether the append was sent. With a cache key, the
+ * states are remembered with the version the append leaves.
+ *
+ * A cached attempt is checked against `wide` when the decision has a
+ * validation query of its own: that query and every state's, so that the
+ * check also catches what made a cached state stale. After a loaded
+ * attempt checked by the decision's own (perhaps narrower) query, the
+ * version kept is the load's plus the append's transaction: the insert's
+ * snapshot could hold state events that query let through unseen.
  */
 static int attempt_once(dis_maker *m, dis_decision *d, bool decide,
 			const char *key, const struct cache_entry *cached,
-			bool *sent)
+			const dis_query *wide, bool *sent)
 {
 	const dis_query *validation;
 	dis_event *const *evs;
 	void *next = NULL;
+	bool covered; /* the check covers every state's query */
 	size_t n;
 	int rc;
 
@@ -1371,6 +1396,11 @@ static int attempt_once(dis_maker *m, dis_decision *d, bool decide,
 	if (n == 0)
 		return 0;
 	validation = dis__decision_validation(d);
+	covered = !d->validation;
+	if (cached && wide) {
+		validation = wide;
+		covered = true;
+	}
 	if (!validation && d->nstates > 0)
 		return dis__decision_fail(d, DIS_ENOMEM, "out of memory");
 	if (validation && (rc = dis_query_check(validation)))
@@ -1379,10 +1409,13 @@ static int attempt_once(dis_maker *m, dis_decision *d, bool decide,
 					  dis_query_errmsg(validation));
 	*sent = true;
 	rc = m->be.append(m->be.self, evs, n, validation, d->version,
-			  key ? &next : NULL);
+			  key && covered ? &next : NULL);
 	if (rc != 0)
 		return backend_fail(m, d, rc, "appending");
 	m->stats.events_appended += n;
+	if (key && !covered && m->be.version_plus &&
+	    m->be.version_plus(m->be.self, d->version, evs[0], &next))
+		next = NULL;
 	if (next)
 		cache_store(m, d, key, next);
 	return 0;
@@ -1392,6 +1425,7 @@ static int run(dis_maker *m, dis_decision *d, bool decide)
 {
 	const struct cache_entry *cached;
 	unsigned free_attempt = 0; /* a stale cached one */
+	dis_query *wide = NULL;
 	char *key;
 	bool sent;
 	int rc;
@@ -1401,11 +1435,18 @@ static int run(dis_maker *m, dis_decision *d, bool decide)
 	if (decide)
 		m->stats.decisions++;
 	key = decide ? cache_key(m, d) : NULL;
+	if (key && d->validation &&
+	    (dis_query_new(d->schema, &wide) ||
+	     dis_query_union(wide, d->validation) || !dis__decision_all(d) ||
+	     dis_query_union(wide, dis__decision_all(d)))) {
+		free(key); /* out of memory: decide without the cache */
+		key = NULL;
+	}
 	cached = key ? cache_find(m, key) : NULL;
 	d->attempts = 0;
 	for (;;) {
 		d->attempts++;
-		rc = attempt_once(m, d, decide, key, cached, &sent);
+		rc = attempt_once(m, d, decide, key, cached, wide, &sent);
 		if (cached && !(sent && rc == 0)) {
 			/*
 			 * Decided on a cached state that may be stale: a
@@ -1443,6 +1484,7 @@ static int run(dis_maker *m, dis_decision *d, bool decide)
 		backoff(m, d->attempts - free_attempt);
 	}
 	free(key);
+	dis_query_free(wide);
 	d->result = rc;
 	if (rc == 0) {
 		d->errmsg[0] = '\0';

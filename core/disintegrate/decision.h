@@ -260,11 +260,13 @@ DIS_API void dis_maker_set_log(dis_maker *m, dis_log_fn fn, void *arg);
  *
  * Served: dis_maker_make of a decision whose states all have a snapshot
  * schema (the maker copies a state only through snapshot_save and
- * snapshot_load) and that has no validation query of its own (only the
- * states' own queries are sure to catch every change to them), outside a
- * caller's open transaction: there the cache is neither read (the check
- * does not flag that transaction's own events) nor filled (it could still
- * roll back). Process must be a function of the states and params: on a
+ * snapshot_load), outside a caller's open transaction: there the cache is
+ * neither read (the check does not flag that transaction's own events) nor
+ * filled (it could still roll back). A decision with a validation query of
+ * its own is checked, when served from the cache, against that query and
+ * its states' queries together (an event that changed a cached state
+ * refuses the append even where the decision's own query would let it
+ * through); its loaded attempts keep their own check. Process must be a function of the states and params: on a
  * stale cached state it runs once more. Returns DIS_ENOMEM, or DIS_EINVAL
  * for a NULL maker.
  */

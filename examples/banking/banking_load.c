@@ -7,9 +7,10 @@
  * every conflict was either retried or reported.
  *
  *	banking_load [-t THREADS] [-s SECONDS] [-a ACCOUNTS] [-r ATTEMPTS]
- *	             [-S EVERY]
+ *	             [-S EVERY] [-c ENTRIES]
  *
- * -S sets the snapshot threshold (default 20; -1 turns snapshots off).
+ * -S sets the snapshot threshold (default 20; -1 turns snapshots off); -c
+ * gives each maker a state cache of that many entries (default 0: none).
  *
  * The database comes from the PG* environment. Exit 0 when every check
  * holds, 1 when one fails, 2 on a setup error.
@@ -33,6 +34,7 @@ static int64_t accounts[MAX_ACCOUNTS];
 static int naccounts = 4;
 static unsigned attempts = 10;
 static int every = 20;
+static int cache_entries;
 static atomic_bool stop;
 
 struct worker {
@@ -69,6 +71,12 @@ static void *work(void *arg)
 	dis_maker_set_retry(maker, attempts, 500, 20000);
 	dis_maker_set_snapshots(maker, every >= 0,
 				every >= 0 ? (unsigned)every : 0);
+	if (dis_maker_set_cache(maker, (size_t)cache_entries)) {
+		snprintf(w->error, sizeof(w->error), "cache: out of memory");
+		dis_maker_free(maker);
+		dis_store_free(store);
+		return NULL;
+	}
 	while (!atomic_load(&stop)) {
 		int op = rand_r(&w->seed) % 10;
 		int64_t a = accounts[rand_r(&w->seed) % naccounts];
@@ -197,23 +205,25 @@ int main(int argc, char **argv)
 	double t0, elapsed;
 	int64_t base;
 
-	while ((opt = getopt(argc, argv, "t:s:a:r:S:")) != -1) {
+	while ((opt = getopt(argc, argv, "t:s:a:r:S:c:")) != -1) {
 		switch (opt) {
 		case 't': nthreads = atoi(optarg); break;
 		case 's': seconds = atoi(optarg); break;
 		case 'a': naccounts = atoi(optarg); break;
 		case 'r': attempts = (unsigned)atoi(optarg); break;
 		case 'S': every = atoi(optarg); break;
+		case 'c': cache_entries = atoi(optarg); break;
 		default:
 			fprintf(stderr,
 				"usage: %s [-t THREADS] [-s SECONDS] "
-				"[-a ACCOUNTS] [-r ATTEMPTS] [-S EVERY]\n",
+				"[-a ACCOUNTS] [-r ATTEMPTS] [-S EVERY] "
+				"[-c ENTRIES]\n",
 				argv[0]);
 			return 2;
 		}
 	}
 	if (nthreads < 1 || seconds < 1 || naccounts < 2 ||
-	    naccounts > MAX_ACCOUNTS || attempts < 1) {
+	    naccounts > MAX_ACCOUNTS || attempts < 1 || cache_entries < 0) {
 		fprintf(stderr, "bad arguments\n");
 		return 2;
 	}
@@ -247,9 +257,9 @@ int main(int argc, char **argv)
 	}
 
 	printf("banking load: %d threads, %d s, %d hot accounts, %u attempts "
-	       "per decision, snapshots %s%d\n",
+	       "per decision, snapshots %s%d, state cache %d\n",
 	       nthreads, seconds, naccounts, attempts,
-	       every >= 0 ? "every " : "off ", every);
+	       every >= 0 ? "every " : "off ", every, cache_entries);
 	workers = calloc((size_t)nthreads, sizeof(*workers));
 	t0 = now();
 	for (int i = 0; i < nthreads; i++) {
@@ -281,6 +291,8 @@ int main(int argc, char **argv)
 		total.events_read += w->stats.events_read;
 		total.snapshots_loaded += w->stats.snapshots_loaded;
 		total.snapshots_stored += w->stats.snapshots_stored;
+		total.cache_hits += w->stats.cache_hits;
+		total.cache_stale += w->stats.cache_stale;
 	}
 	elapsed = now() - t0;
 	free(workers);
@@ -293,11 +305,12 @@ int main(int argc, char **argv)
 	       withdrawals, transfers, deposits, refused, gave_up, failed);
 	printf("conflicts: %" PRIu64 ", retries: %" PRIu64 " (%.3f per "
 	       "decision), events read: %" PRIu64 ", snapshots loaded %" PRIu64
-	       ", stored %" PRIu64 "\n",
+	       ", stored %" PRIu64 ", cached states used %" PRIu64
+	       " (stale %" PRIu64 ")\n",
 	       total.conflicts, total.retries,
 	       total.decisions ? (double)total.retries / total.decisions : 0.0,
 	       total.events_read, total.snapshots_loaded,
-	       total.snapshots_stored);
+	       total.snapshots_stored, total.cache_hits, total.cache_stale);
 
 	if (total.conflicts != total.retries + total.gave_up ||
 	    total.gave_up != gave_up) {
