@@ -255,8 +255,8 @@ DIS_API void dis_maker_set_log(dis_maker *m, dis_log_fn fn, void *arg);
  * state is also decided again on a load, in case the state was stale).
  * The attempt on the stale state is not counted against max_attempts
  * (dis_decision_attempts() includes it); stats count cache_hits and
- * cache_stale. dis_decision_events_read() is 0 for a
- * decision served from the cache.
+ * cache_stale. dis_decision_events_read() is 0 for a decision served from
+ * the cache.
  *
  * Served: dis_maker_make of a decision whose states all have a snapshot
  * schema (the maker copies a state only through snapshot_save and
@@ -266,9 +266,9 @@ DIS_API void dis_maker_set_log(dis_maker *m, dis_log_fn fn, void *arg);
  * its own is checked, when served from the cache, against that query and
  * its states' queries together (an event that changed a cached state
  * refuses the append even where the decision's own query would let it
- * through); its loaded attempts keep their own check. Process must be a function of the states and params: on a
- * stale cached state it runs once more. Returns DIS_ENOMEM, or DIS_EINVAL
- * for a NULL maker.
+ * through); its loaded attempts keep their own check. Process must be a
+ * function of the states and params: on a stale cached state it runs once
+ * more. Returns DIS_ENOMEM, or DIS_EINVAL for a NULL maker.
  */
 DIS_API int dis_maker_set_cache(dis_maker *m, size_t entries);
 
