@@ -355,6 +355,8 @@ int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
 #define DIS__VERSION_SPAN 4096
 /* See store.c: `snapshot` plus the later transaction tx, as a version. */
 int dis__version_seeing(const char *snapshot, uint64_t tx, char **out);
+/* The same as a dis_version (*out NULL when the text is NULL). */
+int dis__version_after(const char *snapshot, uint64_t tx, dis_version **out);
 /* The two binary array parameters of DIS__LOCK_SQL for `locks`. */
 int dis__lock_params(const dis__lock *locks, size_t n, dis__buf *keys,
 		     dis__buf *excl);

@@ -612,17 +612,11 @@ static int st_append(void *self, dis_event *const *evs, size_t n,
 static int st_version_plus(void *self, const void *version, const dis_event *ev,
 			   void **out)
 {
-	dis_version *v = NULL;
-	char *text = NULL;
-	int rc;
+	dis_version *v;
+	int rc = dis__version_after(dis_version_text(version),
+				    dis_event_position(ev).tx, &v);
 
 	(void)self;
-	*out = NULL;
-	rc = dis__version_seeing(dis_version_text(version),
-				 dis_event_position(ev).tx, &text);
-	if (rc == 0 && text)
-		rc = dis_version_parse(text, &v);
-	free(text);
 	*out = v;
 	return rc;
 }
@@ -1058,6 +1052,17 @@ static void cache_drop(dis_maker *m, size_t i)
 	m->cache[i] = m->cache[--m->ncache];
 }
 
+/* The least recently used entry (the cache is not empty). */
+static size_t cache_lru(const dis_maker *m)
+{
+	size_t lru = 0;
+
+	for (size_t i = 1; i < m->ncache; i++)
+		if (m->cache[i].used < m->cache[lru].used)
+			lru = i;
+	return lru;
+}
+
 /*
  * The key of the decision's states, or NULL when the cache cannot serve
  * it: a state without a snapshot schema (the maker can copy a state only
@@ -1170,10 +1175,7 @@ out:
 		slot = &m->cache[m->ncache++];
 		memset(slot, 0, sizeof(*slot));
 	} else if (!slot) {
-		slot = &m->cache[0];
-		for (size_t i = 1; i < m->ncache; i++)
-			if (m->cache[i].used < slot->used)
-				slot = &m->cache[i];
+		slot = &m->cache[cache_lru(m)];
 	}
 	cache_entry_free(m, slot);
 	*slot = e;
@@ -1186,14 +1188,8 @@ int dis_maker_set_cache(dis_maker *m, size_t entries)
 
 	if (!m)
 		return DIS_EINVAL;
-	while (m->ncache > entries) {
-		size_t lru = 0;
-
-		for (size_t i = 1; i < m->ncache; i++)
-			if (m->cache[i].used < m->cache[lru].used)
-				lru = i;
-		cache_drop(m, lru);
-	}
+	while (m->ncache > entries)
+		cache_drop(m, cache_lru(m));
 	if (entries == 0) {
 		free(m->cache);
 		m->cache = NULL;

@@ -1833,6 +1833,18 @@ int dis__version_seeing(const char *snapshot, uint64_t tx, char **out)
 	return 0;
 }
 
+int dis__version_after(const char *snapshot, uint64_t tx, dis_version **out)
+{
+	char *text = NULL;
+	int rc = dis__version_seeing(snapshot, tx, &text);
+
+	*out = NULL;
+	if (rc == 0 && text && version_new(text, out))
+		rc = DIS_ENOMEM;
+	free(text);
+	return rc;
+}
+
 /*
  * After the append's own block: what it saw, its own events included.
  * The events are committed whatever happens here: a snapshot that cannot
@@ -1840,14 +1852,9 @@ int dis__version_seeing(const char *snapshot, uint64_t tx, char **out)
  */
 static void next_version(const PGresult *res, dis_version **next)
 {
-	dis_position pos = dis__row_position(res, 0, 0);
-	char *text = NULL;
-
-	if (PQnfields(res) >= 3 && !PQgetisnull(res, 0, 2) &&
-	    dis__version_seeing(PQgetvalue(res, 0, 2), pos.tx, &text) == 0 &&
-	    text && version_new(text, next))
-		*next = NULL;
-	free(text);
+	if (PQnfields(res) >= 3 && !PQgetisnull(res, 0, 2))
+		dis__version_after(PQgetvalue(res, 0, 2),
+				   dis__row_position(res, 0, 0).tx, next);
 }
 
 int dis_store_append(dis_store *s, dis_event *const *events, size_t n,
