@@ -264,6 +264,13 @@ int dt_batch_run(dis_batch *b, const char *sql, int nparams,
 	return rc;
 }
 
+int dt_count_event(void *arg, const dis_event *ev)
+{
+	(void)ev;
+	(*(int *)arg)++;
+	return 0;
+}
+
 char *dt_scalar(PGconn *conn, const char *sql)
 {
 	PGresult *r = PQexec(conn, sql);

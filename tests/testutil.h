@@ -61,6 +61,9 @@ int dt_batch_run(dis_batch *b, const char *sql, int nparams,
  * NULL when there is no row or the value is NULL). Fails the test on error. */
 char *dt_scalar(PGconn *conn, const char *sql);
 
+/* A dis_event_fn counting the events into the int at arg. */
+int dt_count_event(void *arg, const dis_event *ev);
+
 /* Parses a schema or fails the test with the parser's message. */
 dis_schema *dt_schema(const char *json);
 

@@ -43,15 +43,32 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Makes d with m, failing the test unless that returns `want`. */
+static dis_decision *make_want(dis_maker *m, dis_decision *d, int want)
+{
+	int rc = dis_maker_make(m, d);
+
+	if (rc != want)
+		fail_msg("%s: %d, wanted %d: %s", dis_decision_name(d), rc,
+			 want, dis_decision_errmsg(d));
+	return d;
+}
+
+/* Adds n to counter id with maker m; returns the decision (caller frees). */
+static dis_decision *add_d(dis_maker *m, const char *id,
+			   const struct add_params *p, int want)
+{
+	dis_decision *d = NULL;
+
+	assert_int_equal(counter_add(schema, id, p, &d), 0);
+	return make_want(m, d, want);
+}
+
 static void add(dis_maker *m, const char *id, int64_t n)
 {
 	struct add_params p = {.n = n};
-	dis_decision *d = NULL;
 
-	assert_int_equal(counter_add(schema, id, &p, &d), 0);
-	if (dis_maker_make(m, d) != 0)
-		fail_msg("add: %s", dis_decision_errmsg(d));
-	dis_decision_free(d);
+	dis_decision_free(add_d(m, id, &p, 0));
 }
 
 /* Appends one event of `type` with one string field, unchecked. */
@@ -390,21 +407,6 @@ static void decisions_join_an_open_transaction(void **state)
 
 /* ---- the state cache ---- */
 
-/* Adds n to counter id with maker m; returns the decision (caller frees). */
-static dis_decision *add_d(dis_maker *m, const char *id,
-			   const struct add_params *p, int want)
-{
-	dis_decision *d = NULL;
-	int rc;
-
-	assert_int_equal(counter_add(schema, id, p, &d), 0);
-	rc = dis_maker_make(m, d);
-	if (rc != want)
-		fail_msg("add %s: %d, wanted %d: %s", id, rc, want,
-			 dis_decision_errmsg(d));
-	return d;
-}
-
 static dis_maker_stats stats_of(dis_maker *m)
 {
 	dis_maker_stats st;
@@ -678,9 +680,7 @@ static dis_decision *add_narrow(int64_t n)
 	assert_int_equal(dis_query_add_filter(q, &f), 0);
 	assert_int_equal(dis_filter_type(f, "Reset"), 0);
 	assert_int_equal(dis_filter_where_string(f, "counter_id", "a"), 0);
-	if (dis_maker_make(maker, d) != 0)
-		fail_msg("add: %s", dis_decision_errmsg(d));
-	return d;
+	return make_want(maker, d, 0);
 }
 
 /*

@@ -69,13 +69,6 @@ static void append_v1(dis_store *st, const dis_schema *s, int n)
 	}
 }
 
-static int count_cb(void *arg, const dis_event *ev)
-{
-	(void)ev;
-	(*(int *)arg)++;
-	return 0;
-}
-
 static int loaded(dis_store *st, const dis_schema *s, const char *sku)
 {
 	dis_query *q;
@@ -86,7 +79,7 @@ static int loaded(dis_store *st, const dis_schema *s, const char *sku)
 	assert_int_equal(dis_query_add_filter(q, &f), 0);
 	assert_int_equal(dis_filter_type(f, "Added"), 0);
 	assert_int_equal(dis_filter_where_string(f, "sku", sku), 0);
-	assert_int_equal(dis_store_load(st, q, count_cb, &n, NULL), 0);
+	assert_int_equal(dis_store_load(st, q, dt_count_event, &n, NULL), 0);
 	dis_query_free(q);
 	return n;
 }

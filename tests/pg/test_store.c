@@ -206,13 +206,6 @@ static void test_append_round_trip(void **state)
 	dis_query_free(q);
 }
 
-static int count_event(void *arg, const dis_event *ev)
-{
-	(void)ev;
-	(*(int *)arg)++;
-	return 0;
-}
-
 /* Index entries read on table event, as the statistics have them now. */
 static long event_index_reads(dis_store *st, PGconn *reader)
 {
@@ -258,8 +251,8 @@ static void test_check_reads_only_recent_events(void **state)
 		for (int i = 0; i < 500; i++)
 			dis_event_free(evs[i]);
 	}
-	assert_int_equal(dis_store_load(f->store, q, count_event, &n, &loaded),
-			 0);
+	assert_int_equal(
+		dis_store_load(f->store, q, dt_count_event, &n, &loaded), 0);
 	assert_int_equal(n, 5000);
 	/*
 	 * The load's xmin is the cluster's oldest open transaction, which
