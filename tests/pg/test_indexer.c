@@ -161,10 +161,10 @@ static void test_backfill(void **state)
 /* disctl index fills a nullable long id (nulls stay NULL). */
 static void test_disctl_index(void **state)
 {
-	char *conninfo = dt_fresh_db();
-	dis_schema *v1 = dt_schema(V1), *v2 = dt_schema(V2);
-	dis_store *st1 = dt_store(conninfo, v1);
-	PGconn *c = dt_connect(conninfo);
+	char *conninfo;
+	dis_schema *v1, *v2;
+	dis_store *st1;
+	PGconn *c;
 	char path[] = "/tmp/dis-indexer-XXXXXX";
 	int fd, st;
 	pid_t pid;
@@ -172,6 +172,11 @@ static void test_disctl_index(void **state)
 	(void)state;
 	if (!disctl_path)
 		skip();
+	conninfo = dt_fresh_db();
+	v1 = dt_schema(V1);
+	v2 = dt_schema(V2);
+	st1 = dt_store(conninfo, v1);
+	c = dt_connect(conninfo);
 	append_v1(st1, v1, 120);
 	fd = mkstemp(path);
 	assert_true(fd >= 0);
