@@ -1876,7 +1876,7 @@ int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
 	PGresult *results[5] = {NULL, NULL, NULL, NULL, NULL};
 	int32_t sid;
 	int ins = 1, rc;
-	bool own = false;
+	bool alone, keep_next;
 
 	if (!s)
 		return DIS_EINVAL;
@@ -1891,12 +1891,13 @@ int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
 		return rc;
 	dis__buf_init(&keys);
 	dis__buf_init(&excl);
-	if (next) {
+	/* Outside a transaction the append is a block of its own. */
+	alone = PQtransactionStatus(s->conn) == PQTRANS_IDLE;
+	keep_next = next && alone;
+	if (next)
 		*next = NULL;
-		own = PQtransactionStatus(s->conn) == PQTRANS_IDLE;
-	}
 	rc = dis__append_build(s, events, n, validation, version, &a);
-	if (!rc && own)
+	if (!rc && keep_next)
 		dis__sql_puts(&a.insert, ", pg_current_snapshot()::text");
 	if (!rc && (a.insert.text.oom ||
 		    dis__lock_params(a.locks, a.nlocks, &keys, &excl)))
@@ -1946,7 +1947,7 @@ int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
 		 * by then. Inside the caller's transaction the append and the
 		 * notification join that transaction.
 		 */
-		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE) {
+		if (alone) {
 			rc = pipeline(s, "appending events", block, 4, &own,
 				      true, results);
 			ins = 2;
@@ -1959,7 +1960,7 @@ int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
 	}
 	if (!rc)
 		rc = dis__append_result(s, results[ins], &a, events, ids_out);
-	if (!rc && own)
+	if (!rc && keep_next)
 		next_version(results[ins], next);
 	for (int i = 0; i < 5; i++)
 		PQclear(results[i]);
