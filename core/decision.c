@@ -1091,10 +1091,14 @@ static char *cache_key(dis_maker *m, dis_decision *d)
 	return b.oom ? (dis__buf_free(&b), NULL) : dis__buf_take(&b);
 }
 
-static struct cache_entry *cache_find(dis_maker *m, const char *key)
+static uint64_t cache_hash(const char *key)
 {
-	uint64_t h = dis__hash64(key, strlen(key), 0);
+	return dis__hash64(key, strlen(key), 0);
+}
 
+/* The entry of `key`, whose cache_hash is `h`, marked as used now. */
+static struct cache_entry *cache_find(dis_maker *m, const char *key, uint64_t h)
+{
 	for (size_t i = 0; i < m->ncache; i++)
 		if (m->cache[i].hash == h && !strcmp(m->cache[i].key, key)) {
 			m->cache[i].used = ++m->tick;
@@ -1153,7 +1157,7 @@ static void cache_store(dis_maker *m, dis_decision *d, const char *key,
 	    !(e.snaps = calloc(d->nstates, sizeof(*e.snaps))) ||
 	    !(e.events = calloc(d->nevents, sizeof(*e.events))))
 		goto out;
-	e.hash = dis__hash64(key, strlen(key), 0);
+	e.hash = cache_hash(key);
 	for (rc = 0; e.nstates < d->nstates && rc == 0; e.nstates++) {
 		struct dstate *s = &d->states[e.nstates];
 
@@ -1171,7 +1175,7 @@ out:
 		cache_entry_free(m, &e);
 		return;
 	}
-	if (!(slot = cache_find(m, key)) && m->ncache < m->cache_cap) {
+	if (!(slot = cache_find(m, key, e.hash)) && m->ncache < m->cache_cap) {
 		slot = &m->cache[m->ncache++];
 		memset(slot, 0, sizeof(*slot));
 	} else if (!slot) {
@@ -1438,7 +1442,7 @@ static int run(dis_maker *m, dis_decision *d, bool decide)
 		free(key); /* out of memory: decide without the cache */
 		key = NULL;
 	}
-	cached = key ? cache_find(m, key) : NULL;
+	cached = key ? cache_find(m, key, cache_hash(key)) : NULL;
 	d->attempts = 0;
 	for (;;) {
 		d->attempts++;
