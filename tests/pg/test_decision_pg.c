@@ -744,7 +744,6 @@ static void a_narrower_validation_is_cached_safely(void **state)
 
 static void the_cache_keeps_the_most_recent_states(void **state)
 {
-	struct add_params p = {.n = 1};
 	dis_maker_stats st;
 
 	(void)state;
@@ -766,7 +765,6 @@ static void the_cache_keeps_the_most_recent_states(void **state)
 	add(maker, "b", 1);
 	assert_int_equal(stats_of(maker).cache_hits, 3);
 	assert_int_equal(stats_of(maker).cache_stale, 0);
-	(void)p;
 }
 
 /* Database errors come back as DIS_EPG/DIS_ECONN with a message. */
