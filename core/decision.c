@@ -1435,14 +1435,16 @@ static int run(dis_maker *m, dis_decision *d, bool decide)
 	if (decide)
 		m->stats.decisions++;
 	key = decide ? cache_key(m, d) : NULL;
-	if (key && d->validation &&
+	cached = key ? cache_find(m, key, cache_hash(key)) : NULL;
+	/* Only an attempt on a cached state is checked against `wide`. */
+	if (cached && d->validation &&
 	    (dis_query_new(d->schema, &wide) ||
 	     dis_query_union(wide, d->validation) || !dis__decision_all(d) ||
 	     dis_query_union(wide, dis__decision_all(d)))) {
 		free(key); /* out of memory: decide without the cache */
 		key = NULL;
+		cached = NULL;
 	}
-	cached = key ? cache_find(m, key, cache_hash(key)) : NULL;
 	d->attempts = 0;
 	for (;;) {
 		d->attempts++;
