@@ -718,6 +718,25 @@ static int schedstat(const char *path, uint64_t v[3])
  * with its server backend's pid a second before it starts. */
 static int cost_only = -1;
 
+/*
+ * The i-th operation of a cost run, by the worker's kind, on account
+ * "<tag><run>-<n>": a fresh account per append, DECISIONS_PER_ACCOUNT
+ * decisions per account.
+ */
+static int cost_op(worker *w, char tag, int i)
+{
+	bool decides = w->kind == DECIDE || w->kind == CACHED;
+	char acct[64];
+
+	snprintf(acct, sizeof(acct), "%c%d-%d", tag, w->run,
+		 decides ? i / DECISIONS_PER_ACCOUNT : i);
+	if (w->kind == RAW)
+		return op_raw(w, acct);
+	if (w->kind == APPEND)
+		return op_append(w, acct);
+	return op_decide(w, acct, 10);
+}
+
 static void cost(int n)
 {
 	const char *names[4] = {"raw INSERT", "checked append", "decision",
@@ -749,17 +768,8 @@ static void cost(int n)
 		pid = PQbackendPID(w.raw ? w.raw : dis_store_conn(w.store));
 		snprintf(server, sizeof(server), "/proc/%d/schedstat", pid);
 		/* Warm: statements prepared, plans cached. */
-		for (int i = 0; i < 20; i++) {
-			char acct[64];
-
-			snprintf(acct, sizeof(acct), "w%d-%d", w.run, i);
-			if (k == 0)
-				op_raw(&w, acct);
-			else if (k == 1)
-				op_append(&w, acct);
-			else
-				op_decide(&w, acct, 10);
-		}
+		for (int i = 0; i < 20; i++)
+			cost_op(&w, 'w', i);
 		if (cost_only >= 0) {
 			fprintf(stderr, "backend pid %d\n", pid);
 			sleep(1);
@@ -770,16 +780,9 @@ static void cost(int n)
 			return;
 		}
 		t0 = now_s();
-		for (int i = 0; i < n; i++) {
-			char acct[64];
-
-			snprintf(acct, sizeof(acct), "c%d-%d", w.run,
-				 k >= 2 ? i / DECISIONS_PER_ACCOUNT : i);
-			if ((k == 0 && op_raw(&w, acct)) ||
-			    (k == 1 && op_append(&w, acct)) ||
-			    (k >= 2 && op_decide(&w, acct, 10)))
+		for (int i = 0; i < n; i++)
+			if (cost_op(&w, 'c', i))
 				die("cost", w.error);
-		}
 		t1 = now_s();
 		schedstat(self, c1);
 		schedstat(server, s1);
