@@ -388,8 +388,16 @@ void dis__store_set_schema_id(dis_store *store, int32_t id);
  * statements it prepared on the old one are forgotten.
  */
 void dis__store_rebind(dis_store *store, struct pg_conn *conn);
-
-
+/*
+ * Makes sure domain id `id`'s column has a valid btree index led by
+ * (id, tx), which an append's check needs to read only the events since
+ * its load. Columns that existed before the store's migration (a
+ * Disintegrate table, or one migrated before the index included tx) may
+ * have none: it is built with CREATE INDEX CONCURRENTLY (writes go on;
+ * an index a failed build left invalid is dropped first). *built tells
+ * whether one was built. Needs the connection outside a transaction.
+ */
+int dis__store_index_id(dis_store *store, const char *id, bool *built);
 
 /*
  * NOTIFY: every append transaction sends one notification on this channel;

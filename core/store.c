@@ -876,6 +876,21 @@ static const char *id_sql_type(dis_id_type t)
 	}
 }
 
+/*
+ * The name of the index of domain id column `name`, "idx_event_<name>"
+ * plus `suffix`, or a hash of the name when that would pass PostgreSQL's
+ * 63-byte limit.
+ */
+static void id_index_name(const char *name, const char *suffix, char *out,
+			  size_t len)
+{
+	if (strlen(name) + strlen(suffix) + 10 <= 63)
+		snprintf(out, len, "idx_event_%s%s", name, suffix);
+	else
+		snprintf(out, len, "idx_event_%016" PRIx64 "%s",
+			 dis__hash64(name, strlen(name), 0), suffix);
+}
+
 /* Adds a column and an index per domain id that the table lacks. */
 static int migrate_id_columns(dis_store *s)
 {
@@ -915,11 +930,7 @@ static int migrate_id_columns(dis_store *s)
 		rc = exec_sql(s, "adding a domain id column", sql);
 		if (rc)
 			break;
-		if (strlen(name) + 10 <= 63)
-			snprintf(idx, sizeof(idx), "idx_event_%s", name);
-		else
-			snprintf(idx, sizeof(idx), "idx_event_%016" PRIx64,
-				 dis__hash64(name, strlen(name), 0));
+		id_index_name(name, "", idx, sizeof(idx));
 		/*
 		 * With tx: the append's check reads only the id's events
 		 * from the load's xmin on, however long its stream (a 20k
@@ -934,6 +945,83 @@ static int migrate_id_columns(dis_store *s)
 	}
 	PQclear(res);
 	return rc;
+}
+
+/*
+ * The btree indexes of event led by (column $1, tx): name, valid. An index
+ * whose concurrent build failed is there but not valid.
+ */
+#define ID_TX_INDEXES_SQL                                                    \
+	"SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON " \
+	"c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam WHERE "      \
+	"i.indrelid = 'event'::regclass AND am.amname = 'btree' AND "        \
+	"i.indpred IS NULL AND i.indkey[0] = (SELECT attnum FROM "           \
+	"pg_attribute WHERE attrelid = i.indrelid AND attname = $1) AND "    \
+	"i.indkey[1] = (SELECT attnum FROM pg_attribute WHERE attrelid = "   \
+	"i.indrelid AND attname = 'tx') ORDER BY i.indisvalid DESC"
+
+int dis__store_index_id(dis_store *s, const char *id, bool *built)
+{
+	char idx[80], sql[256], msg[DIS_ERRMSG_LEN];
+	const char *vals[1] = {id};
+	PGresult *res;
+	bool valid, leftover = false;
+	size_t i;
+	int rc;
+
+	*built = false;
+	for (i = 0; i < dis_schema_id_count(s->schema); i++)
+		if (!strcmp(dis_schema_id_name(s->schema, i), id))
+			break;
+	if (i == dis_schema_id_count(s->schema))
+		return dis__store_fail(s, DIS_ENOTFOUND,
+				       "the schema declares no domain id "
+				       "\"%s\"",
+				       id);
+	if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+		return dis__store_fail(s, DIS_ESTATE,
+				       "building an index needs a connection "
+				       "outside a transaction");
+	id_index_name(id, "_tx", idx, sizeof(idx));
+	rc = run(s, "looking for the index of a domain id", ID_TX_INDEXES_SQL,
+		 1, vals, NULL, NULL, 0, PGRES_TUPLES_OK, &res);
+	if (rc)
+		return rc;
+	valid = PQntuples(res) > 0 && !strcmp(PQgetvalue(res, 0, 1), "t");
+	for (int r = 0; r < PQntuples(res); r++)
+		leftover |= !strcmp(PQgetvalue(res, r, 0), idx);
+	PQclear(res);
+	if (valid)
+		return 0;
+	/* Left invalid by a build that failed or was cancelled. */
+	if (leftover) {
+		snprintf(sql, sizeof(sql), "DROP INDEX CONCURRENTLY \"%s\"",
+			 idx);
+		if ((rc = exec_sql(s, "dropping an index left invalid", sql)))
+			return rc;
+	}
+	if (s->log) {
+		snprintf(msg, sizeof(msg),
+			 "building index %s on event (\"%s\", tx) "
+			 "concurrently",
+			 idx, id);
+		s->log(s->log_arg, DIS_LOG_INFO, msg);
+	}
+	snprintf(sql, sizeof(sql),
+		 "CREATE INDEX CONCURRENTLY \"%s\" ON event (\"%s\", tx)", idx,
+		 id);
+	rc = exec_sql(s, "building the index of a domain id", sql);
+	if (rc) {
+		/* Leave no invalid index behind for the writes to keep up. */
+		memcpy(msg, s->errmsg, sizeof(msg));
+		snprintf(sql, sizeof(sql),
+			 "DROP INDEX CONCURRENTLY IF EXISTS \"%s\"", idx);
+		exec_sql(s, "dropping the index that failed", sql);
+		memcpy(s->errmsg, msg, sizeof(msg));
+		return rc;
+	}
+	*built = true;
+	return 0;
 }
 
 static const char *const MIGRATION[] = {

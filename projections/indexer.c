@@ -233,6 +233,7 @@ int dis_index_backfill(const char *conninfo, const dis_schema *schema,
 	struct timeval tick = {0, 50 * 1000};
 	double t0 = dis__mono_s();
 	uint64_t nulls_before = 0, nulls_after = 0;
+	bool built = false;
 	int rc;
 
 	b.err = errbuf ? errbuf : scratch;
@@ -294,6 +295,8 @@ int dis_index_backfill(const char *conninfo, const dis_schema *schema,
 	}
 	if (!rc && (rc = count_nulls(ix, store, &nulls_after)))
 		dis__errf(b.err, b.errlen, "%s", dis_store_errmsg(store));
+	if (!rc && (rc = dis__store_index_id(store, id, &built)))
+		dis__errf(b.err, b.errlen, "%s", dis_store_errmsg(store));
 	if (!rc && report) {
 		report->events = ix->events;
 		report->filled = nulls_before > nulls_after
@@ -301,6 +304,7 @@ int dis_index_backfill(const char *conninfo, const dis_schema *schema,
 					 : 0;
 		report->position = b.ck;
 		report->seconds = dis__mono_s() - t0;
+		report->index_built = built;
 	}
 	dis_runtime_free(b.rt);
 	if (timer)

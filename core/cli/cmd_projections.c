@@ -147,6 +147,8 @@ int disctl_index(const char *db, const char *schema_path, const char *id)
 	       " filled in %.2f s, checkpoint %s\n",
 	       id, rep.events, rep.filled, rep.seconds,
 	       dis_position_format(rep.position, pos, sizeof(pos)));
+	if (rep.index_built)
+		printf("built the index on event (%s, tx)\n", id);
 	dis_schema_free(schema);
 	return ST_OK;
 }

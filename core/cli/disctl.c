@@ -692,7 +692,10 @@ static const command commands[] = {
 		.help = "Fill the column of domain id ID for events stored "
 			"before the\nschema declared it: migrate for the "
 			"schema, then run the\nlistener index:ID over the "
-			"log until it has passed the newest\nevent.",
+			"log until it has passed the newest\nevent. Then "
+			"build the column's index on (ID, tx) if it has "
+			"none\n(a column older than that index): CREATE "
+			"INDEX CONCURRENTLY,\nwrites go on.",
 	},
 	{
 		.name = "listeners",

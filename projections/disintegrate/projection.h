@@ -310,12 +310,18 @@ typedef struct dis_index_report {
 				* after; nulls in payloads stay NULL) */
 	dis_position position; /* the indexer's checkpoint at the end */
 	double seconds;
+	bool index_built; /* the column's (id, tx) index was missing
+				* and has been built */
 } dis_index_report;
 
 /*
  * Migrates the store for `schema` (adding the column), then runs the
  * indexer of `id` until its checkpoint has passed the newest event as of
- * the call. `log` may be NULL. Errors with the reason in errbuf.
+ * the call. Then makes sure the column has its index on (id, tx), which
+ * a column that existed before the migration (a Disintegrate table, or
+ * one migrated before the index included tx) may lack: it is built with
+ * CREATE INDEX CONCURRENTLY, so writes go on (it waits for transactions
+ * open at its start). `log` may be NULL. Errors with the reason in errbuf.
  */
 DIS_API int dis_index_backfill(const char *conninfo, const dis_schema *schema,
 			       const char *id, dis_log_fn log, void *log_arg,

@@ -126,6 +126,8 @@ static void test_backfill(void **state)
 		      rep.events, rep.filled, rep.seconds);
 	assert_int_equal(rep.events, 403);
 	assert_int_equal(rep.filled, 390);
+	/* The migration added the column with its (sku, tx) index. */
+	assert_false(rep.index_built);
 	assert_int_equal(count(c,
 			       "SELECT count(*) FROM event"
 			       " WHERE event_type = 'Added' AND sku IS NULL"),
@@ -153,6 +155,80 @@ static void test_backfill(void **state)
 	dis_store_free(st1);
 	dis_store_free(st2);
 	dis_schema_free(v1);
+	dis_schema_free(v2);
+	PQfinish(c);
+	free(conninfo);
+}
+
+/* The indexes of event on (sku, tx), "name:valid:unique", by name. */
+#define SKU_TX_INDEXES                                                        \
+	"SELECT coalesce(string_agg(c.relname || ':' || i.indisvalid || ':' " \
+	"|| i.indisunique, ',' ORDER BY c.relname), '') FROM pg_index i "     \
+	"JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = "         \
+	"'event'::regclass AND pg_get_indexdef(i.indexrelid) LIKE "           \
+	"'%(sku, tx)'"
+
+static void assert_sku_tx_indexes(PGconn *c, const char *want)
+{
+	char *have = dt_scalar(c, SKU_TX_INDEXES);
+
+	assert_non_null(have);
+	assert_string_equal(have, want);
+	free(have);
+}
+
+/*
+ * A column older than the (id, tx) index (a Disintegrate table, or one
+ * migrated before the index included tx) has an index on the id alone:
+ * the backfill builds the (id, tx) one, concurrently, once; an index a
+ * failed build left invalid is replaced.
+ */
+static void test_index_for_old_column(void **state)
+{
+	char *conninfo = dt_fresh_db();
+	dis_schema *v2 = dt_schema(V2);
+	dis_store *st = dt_store(conninfo, v2);
+	PGconn *c = dt_connect(conninfo);
+	dis_index_report rep;
+	PGresult *r;
+	char err[512];
+
+	(void)state;
+	append_v1(st, v2, 40);
+	dt_exec(c, "DROP INDEX idx_event_sku");
+	dt_exec(c, "CREATE INDEX idx_event_sku ON event (sku)");
+	assert_sku_tx_indexes(c, "");
+
+	assert_int_equal(dis_index_backfill(conninfo, v2, "sku", NULL, NULL,
+					    &rep, err, sizeof(err)),
+			 0);
+	assert_true(rep.index_built);
+	assert_sku_tx_indexes(c, "idx_event_sku_tx:true:false");
+	/* There now: nothing to build. */
+	assert_int_equal(dis_index_backfill(conninfo, v2, "sku", NULL, NULL,
+					    &rep, err, sizeof(err)),
+			 0);
+	assert_false(rep.index_built);
+	assert_sku_tx_indexes(c, "idx_event_sku_tx:true:false");
+
+	/* A concurrent build that failed (duplicate keys) leaves its index
+	 * invalid under the same name. */
+	dt_exec(c, "DROP INDEX idx_event_sku_tx");
+	dt_exec(c, "INSERT INTO event (event_type, payload, sku) SELECT "
+		   "'Added', ''::bytea, 'dup' FROM generate_series(1, 2)");
+	r = PQexec(c, "CREATE UNIQUE INDEX CONCURRENTLY idx_event_sku_tx ON "
+		      "event (sku, tx)");
+	assert_int_equal(PQresultStatus(r), PGRES_FATAL_ERROR);
+	PQclear(r);
+	assert_sku_tx_indexes(c, "idx_event_sku_tx:false:true");
+	dt_exec(c, "DELETE FROM event WHERE sku = 'dup'");
+	assert_int_equal(dis_index_backfill(conninfo, v2, "sku", NULL, NULL,
+					    &rep, err, sizeof(err)),
+			 0);
+	assert_true(rep.index_built);
+	assert_sku_tx_indexes(c, "idx_event_sku_tx:true:false");
+
+	dis_store_free(st);
 	dis_schema_free(v2);
 	PQfinish(c);
 	free(conninfo);
@@ -216,6 +292,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_backfill),
+		cmocka_unit_test(test_index_for_old_column),
 		cmocka_unit_test(test_disctl_index),
 	};
 
