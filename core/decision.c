@@ -1111,7 +1111,9 @@ static struct cache_entry *cache_find(dis_maker *m, const char *key, uint64_t h)
 static int cache_restore(dis_maker *m, dis_decision *d,
 			 const struct cache_entry *e)
 {
-	struct dispatch dp = {m, d, 0, d->nstates == 1, 0};
+	/* Not `single`: the entry's events are the decision's own, which
+	 * need not match any state's query. */
+	struct dispatch dp = {m, d, 0, false, 0};
 	char err[DIS_ERRMSG_LEN] = "";
 	int rc = 0;
 

@@ -155,6 +155,7 @@ struct add_params {
 	bool emit_nothing;
 	bool emit_unknown;
 	int fail_with; /* process returns this */
+	const char *other_id; /* also add 100 * n to this counter */
 };
 
 static int add_process(dis_ctx *ctx, const void *const *states,
@@ -177,6 +178,11 @@ static int add_process(dis_ctx *ctx, const void *const *states,
 		return 0;
 	if (p->emit_unknown)
 		dis_ctx_emit(ctx, "NoSuchType", &ev);
+	if (p->other_id &&
+	    ((rc = dis_ctx_emit(ctx, "Added", &ev)) ||
+	     (rc = dis_event_set_string(ev, "counter_id", p->other_id)) ||
+	     (rc = dis_event_set_long(ev, "n", 100 * p->n))))
+		return rc;
 	if ((rc = dis_ctx_emit(ctx, "Added", &ev)) ||
 	    (rc = dis_event_set_string(ev, "counter_id", c->id)))
 		return rc;

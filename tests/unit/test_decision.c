@@ -510,6 +510,35 @@ static void cached_states_in_memory(void **state)
 }
 
 /*
+ * A cached state restarts from the decision's own events: only those its
+ * query matches are applied (here one of two: the other is another
+ * counter's).
+ */
+static void cached_state_skips_own_events_of_other_streams(void **state)
+{
+	dis_maker *m = dis_harness_maker(h);
+	static const char *const others[] = {"b"};
+	struct add_params p = {.n = 1, .other_id = "b"};
+	dis_decision *nd = NULL;
+	dis_maker_stats st;
+
+	(void)state;
+	assert_int_equal(dis_maker_set_cache(m, 4), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(counter_add(schema, "a", &p, &nd), 0);
+		assert_int_equal(dis_maker_make(m, nd), 0);
+		assert_int_equal(counter_at(nd, 0)->total, i);
+		dis_decision_free(nd);
+	}
+	dis_maker_get_stats(m, &st);
+	assert_int_equal(st.cache_hits, 2);
+	assert_int_equal(counter_read(schema, &counter_def, others, 1, &nd), 0);
+	assert_int_equal(dis_maker_load(m, nd), 0);
+	assert_int_equal(counter_at(nd, 0)->total, 300);
+	dis_decision_free(nd);
+}
+
+/*
  * The version a cached state is exact at: the append's snapshot with its
  * own transaction made visible, and every one between still invisible.
  */
@@ -587,6 +616,9 @@ int main(void)
 			bad_state_definitions_are_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(cached_states_in_memory, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(
+			cached_state_skips_own_events_of_other_streams, setup,
+			teardown),
 		cmocka_unit_test(version_seeing_a_later_transaction),
 	};
 
