@@ -279,6 +279,23 @@ typedef struct dis__append {
 	"ELSE pg_advisory_xact_lock_shared(u.k)::text END) FROM "          \
 	"unnest($1::int8[], $2::bool[]) AS u(k, e)"
 #define DIS__LOCK_SQL DIS__LOCK_KEYS_SQL
+/*
+ * The lock statement of an append that joins the caller's transaction.
+ * Only READ COMMITTED gives the insert a snapshot taken after the locks
+ * were granted; under REPEATABLE READ or SERIALIZABLE the check would use
+ * the transaction's first snapshot and miss what committed since (the
+ * out-of-order case of DESIGN section 6). So it fails with
+ * DIS__NEEDS_READ_COMMITTED in its message instead.
+ */
+#define DIS__NEEDS_READ_COMMITTED \
+	"an append inside a transaction needs READ COMMITTED isolation"
+#define DIS__LOCK_JOINED_SQL                                                \
+	"SELECT count(CASE WHEN u.e THEN pg_advisory_xact_lock(u.k)::text " \
+	"ELSE pg_advisory_xact_lock_shared(u.k)::text END), CASE WHEN "     \
+	"current_setting('transaction_isolation') <> 'read committed' "     \
+	"THEN ('" DIS__NEEDS_READ_COMMITTED ", not ' || "                   \
+	"current_setting('transaction_isolation'))::int END FROM "          \
+	"unnest($1::int8[], $2::bool[]) AS u(k, e)"
 #define DIS__NOTIFY_SQL "SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1)"
 /*
  * Notifications of appends that commit in a transaction of their own.

@@ -2001,7 +2001,8 @@ int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
 		int tok_lens[3] = {(int)keys.len, (int)excl.len, 0};
 		static const int tok_fmts[3] = {1, 1, 0};
 		pstmt st[3] = {
-			{DIS__LOCK_SQL, 2, lock_vals, lock_lens, bin2, 0},
+			{DIS__LOCK_JOINED_SQL, 2, lock_vals, lock_lens, bin2,
+			 0},
 			{dis__buf_cstr(&a.insert.text), a.insert.nparams,
 			 (const char *const *)a.insert.params, a.lengths,
 			 a.formats, 1},
@@ -2044,6 +2045,13 @@ int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
 		} else {
 			rc = pipeline(s, "appending events", st, 3, NULL, false,
 				      results);
+			if (rc && strstr(s->errmsg, DIS__NEEDS_READ_COMMITTED))
+				rc = dis__store_fail(
+					s, DIS_ESTATE,
+					DIS__NEEDS_READ_COMMITTED
+					" (its check must see what commits "
+					"after the transaction's snapshot); "
+					"the transaction is aborted");
 		}
 	}
 	if (!rc)

@@ -701,7 +701,11 @@ again:
 		lock_vals[1] = (const char *)a->excl.data;
 		lock_lens[0] = (int)a->keys.len;
 		lock_lens[1] = (int)a->excl.len;
-		add_stmt(c, (dis__stmt){.sql = "BEGIN"}, K_BEGIN, NULL, 0);
+		/* Whatever the session's default: see DIS__LOCK_JOINED_SQL. */
+		add_stmt(c,
+			 (dis__stmt){
+				 .sql = "BEGIN ISOLATION LEVEL READ COMMITTED"},
+			 K_BEGIN, NULL, 0);
 		add_exec(c, DIS__LOCK_SQL, 2, lock_vals, lock_lens, bin2, 0,
 			 K_LOCK, NULL);
 		for (j = c->apps.head; j; j = j->next)

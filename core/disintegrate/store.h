@@ -86,7 +86,10 @@ DIS_API int dis_store_load_since(dis_store *store, const dis_query *query,
  * that `version` did not see (a NULL version means "saw nothing"). On
  * success ids_out (may be NULL) receives the assigned event ids in order and
  * each event gets its id. n == 0 is DIS_EINVAL. If the connection is inside
- * a transaction block the append joins it.
+ * a transaction block the append joins it; that transaction must be READ
+ * COMMITTED (under REPEATABLE READ or SERIALIZABLE the check could not see
+ * what commits after the transaction's snapshot): otherwise DIS_ESTATE,
+ * and the transaction is aborted.
  */
 DIS_API int dis_store_append(dis_store *store, dis_event *const *events,
 			     size_t n, const dis_query *validation,

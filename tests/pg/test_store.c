@@ -386,6 +386,59 @@ static void test_out_of_order_conflict(void **state)
 	dis_query_free(q);
 }
 
+/*
+ * Inside a REPEATABLE READ (or SERIALIZABLE) transaction the check would
+ * read the transaction's first snapshot: the out-of-order case above would
+ * slip through, so such an append is refused; inside READ COMMITTED the
+ * same case conflicts.
+ */
+static void test_append_refuses_snapshot_isolation(void **state)
+{
+	fixture *f = *state;
+	dis_query *q = cart_query(f->schema, "c2");
+	PGconn *wconn = dt_connect(f->conninfo);
+	PGconn *conn = dis_store_conn(f->store);
+	dis_store *w;
+	dis_version *v = NULL;
+	collected c = {0};
+	dis_event *ev;
+
+	assert_int_equal(dis_store_wrap(wconn, f->schema, &w), 0);
+	dt_exec(wconn, "BEGIN");
+	ev = item_added(f->schema, "c2", "pw", 1);
+	assert_int_equal(dis_store_append(w, &ev, 1, NULL, NULL, NULL), 0);
+	dis_event_free(ev);
+	dt_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ");
+	assert_int_equal(dis_store_load(f->store, q, collect, &c, &v), 0);
+	assert_int_equal(c.n, 0);
+	dt_exec(wconn, "COMMIT");
+	append1(f->store, item_added(f->schema, "c2", "pd", 1), q, v,
+		DIS_ESTATE);
+	assert_non_null(strstr(dis_store_errmsg(f->store), "READ COMMITTED"));
+	assert_int_equal(PQtransactionStatus(conn), PQTRANS_INERROR);
+	dt_exec(conn, "ROLLBACK");
+	collected_free(&c);
+	dis_version_free(v);
+
+	/* The same in READ COMMITTED: a conflict. */
+	dt_exec(wconn, "BEGIN");
+	ev = item_added(f->schema, "c2", "pw2", 1);
+	assert_int_equal(dis_store_append(w, &ev, 1, NULL, NULL, NULL), 0);
+	dis_event_free(ev);
+	dt_exec(conn, "BEGIN ISOLATION LEVEL READ COMMITTED");
+	assert_int_equal(dis_store_load(f->store, q, collect, &c, &v), 0);
+	assert_int_equal(c.n, 1);
+	dt_exec(wconn, "COMMIT");
+	append1(f->store, item_added(f->schema, "c2", "pd", 1), q, v,
+		DIS_ECONFLICT);
+	dt_exec(conn, "ROLLBACK");
+	collected_free(&c);
+	dis_version_free(v);
+	dis_store_free(w);
+	PQfinish(wconn);
+	dis_query_free(q);
+}
+
 typedef struct reader {
 	int64_t ids[16];
 	int n;
@@ -895,6 +948,9 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_out_of_order_conflict,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_append_refuses_snapshot_isolation, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(test_read_out_of_order, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_position_after_rollback,
