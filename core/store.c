@@ -29,6 +29,9 @@
 /* Advisory-lock key serialising concurrent migrations ("dis-migr"). */
 #define MIGRATE_LOCK_KEY "7235441166829889906"
 
+/* Values one statement may bind (libpq's and the protocol's limit). */
+#define MAX_PARAMS 65535
+
 #define OID_BOOL 16
 #define OID_BYTEA 17
 #define OID_INT8 20
@@ -331,6 +334,13 @@ typedef struct pipe_state {
 	bool aborted;
 } pipe_state;
 
+static bool is_state(const PGresult *res, const char *sqlstate)
+{
+	const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+	return st && !strcmp(st, sqlstate);
+}
+
 /* Reads the results of one queued statement (its prepare, if sent). */
 static void read_stmt(dis_store *s, cached_stmt *cache, bool prepared,
 		      PGresult **result, pipe_state *ps)
@@ -341,7 +351,14 @@ static void read_stmt(dis_store *s, cached_stmt *cache, bool prepared,
 		while ((res = PQgetResult(s->conn))) {
 			ExecStatusType t = PQresultStatus(res);
 
-			if (t == PGRES_FATAL_ERROR) {
+			if (t == PGRES_FATAL_ERROR && part == 0 &&
+			    is_state(res, "42P05")) {
+				/* Prepared already (a pipeline abandoned after
+				 * its prepare was sent): usable from now on;
+				 * this pipeline failed with it. */
+				cache->ready = true;
+				keep_error(&ps->err, res);
+			} else if (t == PGRES_FATAL_ERROR) {
 				keep_error(&ps->err, res);
 			} else if (t == PGRES_PIPELINE_ABORTED) {
 				ps->aborted = true;
@@ -379,6 +396,36 @@ static void read_sync(dis_store *s)
 }
 
 /*
+ * After a statement could not be queued: what was queued goes with a sync
+ * and its results are read and dropped (marking the statements whose
+ * prepare succeeded), so that the connection leaves pipeline mode with
+ * nothing of it pending. A block the queued statements opened stays open:
+ * the caller rolls it back.
+ */
+static void pipeline_abandon(dis_store *s, size_t nevicted, cached_stmt **cache,
+			     const bool *prepared, int queued)
+{
+	pipe_state ignored = {NULL, false};
+
+	/* Without a sync the server would answer nothing: the connection
+	 * is lost or out of memory, and the next call reports it. */
+	if (!PQpipelineSync(s->conn))
+		return;
+	for (size_t i = 0; i < nevicted; i++)
+		read_stmt(s, NULL, false, NULL, &ignored);
+	if (nevicted)
+		read_sync(s);
+	for (int i = 0; i < queued; i++)
+		read_stmt(s, cache[i], prepared[i], NULL, &ignored);
+	PQclear(ignored.err);
+	/* The rest: a prepare queued without its execution, the sync. */
+	for (int i = 0; i < 64 && PQstatus(s->conn) != CONNECTION_BAD &&
+			!PQexitPipelineMode(s->conn);
+	     i++)
+		PQclear(PQgetResult(s->conn));
+}
+
+/*
  * The pipeline: [evictions] sync, statements [trailer] sync. The evictions
  * are a sync group of their own; neither their failure nor the trailer's
  * fails the call (the trailer's is logged). The trailer runs only when the
@@ -392,7 +439,8 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 	cached_stmt *cache[8], *tcache = NULL;
 	bool prepared[8], tprepared = false;
 	pipe_state ps = {NULL, false}, tps = {NULL, false};
-	int was, rc = 0, ok = 1;
+	int was, rc = 0, ok = 1, queued = 0;
+	size_t sent_evictions;
 	/* Evicted statements are dropped only outside a transaction block,
 	 * so a failure there (the server lost them already) cannot touch the
 	 * caller's work. */
@@ -404,6 +452,15 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 	s->trailer_failed = false;
 	if (n > 8)
 		return dis__store_fail(s, DIS_EINVAL, "pipeline too long");
+	/* libpq refuses more; refused midway, the statements queued before
+	 * would run without the rest. */
+	for (int i = 0; i < n; i++)
+		if (st[i].nparams > MAX_PARAMS)
+			return dis__store_fail(
+				s, DIS_EINVAL,
+				"%s: the statement binds %d values, more than "
+				"the %d PostgreSQL takes",
+				what, st[i].nparams, MAX_PARAMS);
 	was = blocking_begin(s);
 	if (!PQenterPipelineMode(s->conn)) {
 		blocking_end(s, was);
@@ -418,16 +475,18 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 	}
 	if (nevicted && ok)
 		ok = PQpipelineSync(s->conn);
+	sent_evictions = nevicted && ok ? nevicted : 0;
 	for (int i = 0; i < n; i++)
 		results[i] = NULL;
-	for (int i = 0; i < n && ok; i++)
-		ok = send_stmt(s, &st[i], &cache[i], &prepared[i]);
+	for (queued = 0; queued < n && ok; queued += ok)
+		ok = send_stmt(s, &st[queued], &cache[queued],
+			       &prepared[queued]);
 	if (trailer && ok)
 		ok = send_stmt(s, trailer, &tcache, &tprepared);
 	ok = ok && PQpipelineSync(s->conn);
 	if (!ok) {
 		rc = dis__store_pg_fail(s, NULL, what);
-		PQexitPipelineMode(s->conn);
+		pipeline_abandon(s, sent_evictions, cache, prepared, queued);
 		blocking_end(s, was);
 		return rc ? rc : DIS_ECONN;
 	}
@@ -482,8 +541,9 @@ static int pipeline_once(dis_store *s, const char *what, const pstmt *st,
 static void rollback_own(dis_store *s)
 {
 	int was;
+	PGTransactionStatusType ts = PQtransactionStatus(s->conn);
 
-	if (PQtransactionStatus(s->conn) != PQTRANS_INERROR)
+	if (ts != PQTRANS_INERROR && ts != PQTRANS_INTRANS)
 		return;
 	was = blocking_begin(s);
 	PQclear(PQexec(s->conn, "ROLLBACK"));
@@ -1816,6 +1876,12 @@ int dis__append_build(dis_store *s, dis_event *const *events, size_t n,
 			arrays[j].data[0] = '\0';
 		if (!arrays[j].data) {
 			rc = dis__store_fail(s, DIS_ENOMEM, "out of memory");
+			goto out;
+		}
+		if (arrays[j].len > INT32_MAX) {
+			rc = dis__store_fail(s, DIS_EINVAL,
+					     "the append's events come to more "
+					     "than 2 GB in one value");
 			goto out;
 		}
 		a->insert.params[j] = (char *)arrays[j].data;

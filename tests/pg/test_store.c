@@ -439,6 +439,43 @@ static void test_append_refuses_snapshot_isolation(void **state)
 	dis_query_free(q);
 }
 
+/*
+ * A validation query binding more values than PostgreSQL takes in one
+ * statement is refused before anything is sent: the store stays usable,
+ * outside a transaction, holding no lock.
+ */
+static void test_append_with_too_many_values(void **state)
+{
+	fixture *f = *state;
+	PGconn *conn = dis_store_conn(f->store);
+	dis_query *q;
+	dis_filter *fl;
+	char cart[32], *locks;
+
+	assert_int_equal(dis_query_new(f->schema, &q), 0);
+	for (int i = 0; i < 70000; i++) {
+		snprintf(cart, sizeof(cart), "many-%d", i);
+		assert_int_equal(dis_query_add_filter(q, &fl), 0);
+		assert_int_equal(dis_filter_type(fl, "ItemAdded"), 0);
+		assert_int_equal(dis_filter_where_string(fl, "cart_id", cart),
+				 0);
+	}
+	append1(f->store, item_added(f->schema, "many-1", "p", 1), q, NULL,
+		DIS_EINVAL);
+	assert_non_null(strstr(dis_store_errmsg(f->store), "65535"));
+	assert_int_equal(PQpipelineStatus(conn), PQ_PIPELINE_OFF);
+	assert_int_equal(PQtransactionStatus(conn), PQTRANS_IDLE);
+	locks = dt_scalar(conn, "SELECT count(*) FROM pg_locks WHERE "
+				"locktype = 'advisory' AND pid = "
+				"pg_backend_pid()");
+	assert_string_equal(locks, "0");
+	free(locks);
+	dis_query_free(q);
+	q = cart_query(f->schema, "many-1");
+	append1(f->store, item_added(f->schema, "many-1", "p", 1), q, NULL, 0);
+	dis_query_free(q);
+}
+
 typedef struct reader {
 	int64_t ids[16];
 	int n;
@@ -951,6 +988,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_append_refuses_snapshot_isolation, setup,
 			teardown),
+		cmocka_unit_test_setup_teardown(
+			test_append_with_too_many_values, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_out_of_order, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_position_after_rollback,
