@@ -411,8 +411,10 @@ void dis__store_rebind(dis_store *store, struct pg_conn *conn);
  * its load. Columns that existed before the store's migration (a
  * Disintegrate table, or one migrated before the index included tx) may
  * have none: it is built with CREATE INDEX CONCURRENTLY (writes go on;
- * an index a failed build left invalid is dropped first). *built tells
- * whether one was built. Needs the connection outside a transaction.
+ * an index a failed build left invalid is dropped first). One build per
+ * id at a time (a session advisory lock): DIS_ESTATE while another
+ * session's is under way. *built tells whether one was built. Needs the
+ * connection outside a transaction.
  */
 int dis__store_index_id(dis_store *store, const char *id, bool *built);
 

@@ -1020,28 +1020,15 @@ static int migrate_id_columns(dis_store *s)
 	"i.indkey[1] = (SELECT attnum FROM pg_attribute WHERE attrelid = "   \
 	"i.indrelid AND attname = 'tx') ORDER BY i.indisvalid DESC"
 
-int dis__store_index_id(dis_store *s, const char *id, bool *built)
+/* Holding the session lock of the id's index build (see below). */
+static int index_id_locked(dis_store *s, const char *id, bool *built)
 {
 	char idx[80], sql[256], msg[DIS_ERRMSG_LEN];
 	const char *vals[1] = {id};
 	PGresult *res;
-	bool valid, leftover = false;
-	size_t i;
-	int rc;
+	bool valid, mine, leftover = false;
+	int rc, was;
 
-	*built = false;
-	for (i = 0; i < dis_schema_id_count(s->schema); i++)
-		if (!strcmp(dis_schema_id_name(s->schema, i), id))
-			break;
-	if (i == dis_schema_id_count(s->schema))
-		return dis__store_fail(s, DIS_ENOTFOUND,
-				       "the schema declares no domain id "
-				       "\"%s\"",
-				       id);
-	if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
-		return dis__store_fail(s, DIS_ESTATE,
-				       "building an index needs a connection "
-				       "outside a transaction");
 	id_index_name(id, "_tx", idx, sizeof(idx));
 	rc = run(s, "looking for the index of a domain id", ID_TX_INDEXES_SQL,
 		 1, vals, NULL, NULL, 0, PGRES_TUPLES_OK, &res);
@@ -1070,18 +1057,82 @@ int dis__store_index_id(dis_store *s, const char *id, bool *built)
 	snprintf(sql, sizeof(sql),
 		 "CREATE INDEX CONCURRENTLY \"%s\" ON event (\"%s\", tx)", idx,
 		 id);
-	rc = exec_sql(s, "building the index of a domain id", sql);
-	if (rc) {
-		/* Leave no invalid index behind for the writes to keep up. */
+	was = blocking_begin(s);
+	res = PQexec(s->conn, sql);
+	blocking_end(s, was);
+	if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+		PQclear(res);
+		*built = true;
+		return 0;
+	}
+	/* The name taken (42P07): another build under way, or an index
+	 * not ours. Else the index is ours, left invalid: drop it, so the
+	 * writes do not keep it up. */
+	mine = !is_state(res, "42P07");
+	rc = dis__store_pg_fail(s, res, "building the index of a domain id");
+	PQclear(res);
+	if (mine) {
 		memcpy(msg, s->errmsg, sizeof(msg));
 		snprintf(sql, sizeof(sql),
 			 "DROP INDEX CONCURRENTLY IF EXISTS \"%s\"", idx);
 		exec_sql(s, "dropping the index that failed", sql);
 		memcpy(s->errmsg, msg, sizeof(msg));
-		return rc;
 	}
-	*built = true;
-	return 0;
+	return rc;
+}
+
+int dis__store_index_id(dis_store *s, const char *id, bool *built)
+{
+	static const char seed[] = "disintegrate index build";
+	char key[24], msg[DIS_ERRMSG_LEN];
+	const char *vals[1] = {key};
+	PGresult *res;
+	size_t i;
+	int rc;
+
+	*built = false;
+	for (i = 0; i < dis_schema_id_count(s->schema); i++)
+		if (!strcmp(dis_schema_id_name(s->schema, i), id))
+			break;
+	if (i == dis_schema_id_count(s->schema))
+		return dis__store_fail(s, DIS_ENOTFOUND,
+				       "the schema declares no domain id "
+				       "\"%s\"",
+				       id);
+	if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+		return dis__store_fail(s, DIS_ESTATE,
+				       "building an index needs a connection "
+				       "outside a transaction");
+	/*
+	 * One build of an id's index at a time: an invalid index of that
+	 * name is then a leftover, never another session's build under way.
+	 * A session lock, tried, not awaited: waiting inside a statement
+	 * would hold back the other build's wait for older snapshots.
+	 */
+	snprintf(key, sizeof(key), "%" PRId64,
+		 (int64_t)dis__hash64(id, strlen(id),
+				      dis__hash64(seed, sizeof(seed), 0)));
+	rc = run(s, "locking the index build",
+		 "SELECT pg_try_advisory_lock($1::int8)", 1, vals, NULL, NULL,
+		 0, PGRES_TUPLES_OK, &res);
+	if (rc)
+		return rc;
+	if (strcmp(PQgetvalue(res, 0, 0), "t")) {
+		PQclear(res);
+		return dis__store_fail(s, DIS_ESTATE,
+				       "another session is building the index "
+				       "of \"%s\"; try again when it is done",
+				       id);
+	}
+	PQclear(res);
+	rc = index_id_locked(s, id, built);
+	memcpy(msg, s->errmsg, sizeof(msg));
+	if (run(s, "unlocking the index build",
+		"SELECT pg_advisory_unlock($1::int8)", 1, vals, NULL, NULL, 0,
+		PGRES_TUPLES_OK, &res) == 0)
+		PQclear(res);
+	memcpy(s->errmsg, msg, sizeof(msg));
+	return rc;
 }
 
 static const char *const MIGRATION[] = {
