@@ -1107,13 +1107,21 @@ static char *describe_filter(const dis_query *q, const dis_filter *f)
 			dis__buf w;
 			char buf[40];
 			const where *x = &f->wheres[i];
+			const char *v = key_value(x->type, x->str, x->num, buf,
+						  sizeof(buf));
 
 			dis__buf_init(&w);
-			dis__buf_printf(
-				&w, "%s=%s",
-				dis_schema_id_name(q->schema, (size_t)x->id),
-				key_value(x->type, x->str, x->num, buf,
-					  sizeof(buf)));
+			dis__buf_printf(&w, "%s=",
+					dis_schema_id_name(q->schema,
+							   (size_t)x->id));
+			/* Escaped: a value holding the separators must not
+			 * describe another query (the text keys cached
+			 * states and snapshots). */
+			for (; *v; v++) {
+				if (strchr("\\,;=|", *v))
+					dis__buf_append(&w, "\\", 1);
+				dis__buf_append(&w, v, 1);
+			}
 			wheres[i] = dis__buf_take(&w);
 		}
 		qsort(wheres, f->nwheres, sizeof(*wheres), cmp_str);

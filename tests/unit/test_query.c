@@ -282,6 +282,43 @@ static void test_describe_canonical(void **state)
 	dis_query_free(b);
 }
 
+/*
+ * Values are escaped: a value holding the text's separators does not
+ * describe like another query (the description keys cached states and
+ * snapshots).
+ */
+static void test_describe_escapes_values(void **state)
+{
+	dis_query *a, *b;
+	dis_filter *f;
+	char *ta, *tb;
+
+	(void)state;
+	assert_int_equal(dis_query_new(schema, &a), 0);
+	assert_int_equal(dis_query_add_filter(a, &f), 0);
+	assert_int_equal(dis_filter_type(f, "Opened"), 0);
+	assert_int_equal(dis_filter_where_string(f, "account_id", "a"), 0);
+	assert_int_equal(dis_query_add_filter(a, &f), 0);
+	assert_int_equal(dis_filter_type(f, "Opened"), 0);
+	assert_int_equal(dis_filter_where_string(f, "account_id", "b"), 0);
+	assert_int_equal(dis_query_new(schema, &b), 0);
+	assert_int_equal(dis_query_add_filter(b, &f), 0);
+	assert_int_equal(dis_filter_type(f, "Opened"), 0);
+	assert_int_equal(
+		dis_filter_where_string(f, "account_id",
+					"a | types=Opened;where=account_id=b"),
+		0);
+	assert_int_equal(dis_query_describe(a, &ta), 0);
+	assert_int_equal(dis_query_describe(b, &tb), 0);
+	assert_string_not_equal(ta, tb);
+	/* Each separator (and a backslash) after a backslash. */
+	assert_non_null(strstr(tb, "account_id=a \\| types\\=Opened"));
+	dis_free(ta);
+	dis_free(tb);
+	dis_query_free(a);
+	dis_query_free(b);
+}
+
 static bool has_key(const int64_t *keys, size_t n, int64_t k)
 {
 	for (size_t i = 0; i < n; i++)
@@ -362,6 +399,7 @@ int main(void)
 		cmocka_unit_test(test_match_after),
 		cmocka_unit_test(test_sql_binds_values),
 		cmocka_unit_test(test_describe_canonical),
+		cmocka_unit_test(test_describe_escapes_values),
 		cmocka_unit_test(test_lock_keys_meet),
 		cmocka_unit_test(test_lock_keys_stable),
 	};
