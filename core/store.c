@@ -291,6 +291,28 @@ static void stmt_forget(dis_store *s)
 		s->stmts[i].ready = false;
 }
 
+/*
+ * Someone discarded some of our statements (DEALLOCATE on a shared
+ * connection): each is prepared again under a new name, so that those
+ * still there do not collide; the old names are dropped with the next
+ * pipeline's evictions (a name already gone fails there harmlessly).
+ */
+static void stmt_renew(dis_store *s)
+{
+	for (size_t i = 0; i < s->nstmts; i++) {
+		cached_stmt *c = &s->stmts[i];
+
+		if (c->ready && s->nevicted < STMT_CACHE) {
+			s->evicted[s->nevicted] = dis__strdup(c->name);
+			if (s->evicted[s->nevicted])
+				s->nevicted++;
+		}
+		c->id = ++s->next_stmt;
+		stmt_name(s, c->id, c->name, sizeof(c->name));
+		c->ready = false;
+	}
+}
+
 /* Takes the first failed result of a pipeline, keeping the first one. */
 static void keep_error(PGresult **first, PGresult *res)
 {
@@ -554,10 +576,13 @@ static void rollback_own(dis_store *s)
  * Runs the pipeline; outside a transaction block its statements are one
  * implicit transaction, rolled back whole on failure. With `own_block`
  * they open and commit a block themselves (BEGIN first), which a failure
- * leaves aborted: it is rolled back here.
+ * leaves aborted: it is rolled back here. `undo` (may be NULL) undoes
+ * what a failed attempt kept past its rollback (a session lock) before
+ * the attempt is made again.
  */
 static int pipeline(dis_store *s, const char *what, const pstmt *st, int n,
-		    const pstmt *trailer, bool own_block, PGresult **results)
+		    const pstmt *trailer, bool own_block, const pstmt *undo,
+		    PGresult **results)
 {
 	bool stale;
 	int rc = pipeline_once(s, what, st, n, trailer, results, &stale);
@@ -567,7 +592,15 @@ static int pipeline(dis_store *s, const char *what, const pstmt *st, int n,
 	/* Someone discarded our statements; outside a transaction block the
 	 * failed pipeline was rolled back whole, so run it again. */
 	if (rc && stale) {
-		stmt_forget(s);
+		stmt_renew(s);
+		if (undo && PQtransactionStatus(s->conn) == PQTRANS_IDLE) {
+			int was = blocking_begin(s);
+
+			PQclear(PQexecParams(s->conn, undo->sql, undo->nparams,
+					     NULL, undo->values, undo->lengths,
+					     undo->formats, undo->binary));
+			blocking_end(s, was);
+		}
 		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
 			rc = pipeline_once(s, what, st, n, trailer, results,
 					   &stale);
@@ -585,7 +618,7 @@ static int run(dis_store *store, const char *what, const char *sql,
 {
 	pstmt st = {sql, nparams, values, lengths, formats, binary};
 	PGresult *res = NULL;
-	int rc = pipeline(store, what, &st, 1, NULL, false, &res);
+	int rc = pipeline(store, what, &st, 1, NULL, false, NULL, &res);
 
 	if (rc)
 		return rc;
@@ -809,8 +842,11 @@ static int registry_load(dis_store *s)
 	s->reg = reg;
 	s->nreg = (size_t)n;
 	for (size_t i = 0; i < s->nreg; i++)
-		if (!s->reg[i].fingerprint || !s->reg[i].json)
+		if (!s->reg[i].fingerprint || !s->reg[i].json) {
+			/* No entry without its texts: lookups compare them. */
+			registry_clear(s);
 			return dis__store_fail(s, DIS_ENOMEM, "out of memory");
+		}
 	return 0;
 }
 
@@ -2126,6 +2162,9 @@ int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
 			{DIS__NOTIFY_SQL, 1, nvals, NULL, NULL, 0},
 		};
 		pstmt own = {DIS__NOTIFY_OWN_SQL, 2, nvals, NULL, NULL, 0};
+		/* A retried block takes the token again: release the
+		 * first attempt's (DIS__NOTIFY_RECOVER_SQL). */
+		pstmt undo = {DIS__NOTIFY_RECOVER_SQL, 2, nvals, NULL, NULL, 0};
 
 		dis__notify_token(a.notify, token);
 
@@ -2155,13 +2194,13 @@ int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
 		 */
 		if (alone) {
 			rc = pipeline(s, "appending events", block, 4, &own,
-				      true, results);
+				      true, &undo, results);
 			ins = 2;
 			if (rc || s->trailer_failed)
 				notify_recover(s, a.notify, token);
 		} else {
 			rc = pipeline(s, "appending events", st, 3, NULL, false,
-				      results);
+				      NULL, results);
 			if (rc && strstr(s->errmsg, DIS__NEEDS_READ_COMMITTED))
 				rc = dis__store_fail(
 					s, DIS_ESTATE,

@@ -439,6 +439,19 @@ static void test_append_refuses_snapshot_isolation(void **state)
 	dis_query_free(q);
 }
 
+/* Advisory locks this store's backend holds (none between calls). */
+static void assert_no_advisory_locks(dis_store *st)
+{
+	char *locks = dt_scalar(dis_store_conn(st),
+				"SELECT count(*) FROM pg_locks WHERE "
+				"locktype = 'advisory' AND pid = "
+				"pg_backend_pid()");
+
+	assert_non_null(locks);
+	assert_string_equal(locks, "0");
+	free(locks);
+}
+
 /*
  * A validation query binding more values than PostgreSQL takes in one
  * statement is refused before anything is sent: the store stays usable,
@@ -450,7 +463,7 @@ static void test_append_with_too_many_values(void **state)
 	PGconn *conn = dis_store_conn(f->store);
 	dis_query *q;
 	dis_filter *fl;
-	char cart[32], *locks;
+	char cart[32];
 
 	assert_int_equal(dis_query_new(f->schema, &q), 0);
 	for (int i = 0; i < 70000; i++) {
@@ -465,15 +478,46 @@ static void test_append_with_too_many_values(void **state)
 	assert_non_null(strstr(dis_store_errmsg(f->store), "65535"));
 	assert_int_equal(PQpipelineStatus(conn), PQ_PIPELINE_OFF);
 	assert_int_equal(PQtransactionStatus(conn), PQTRANS_IDLE);
-	locks = dt_scalar(conn, "SELECT count(*) FROM pg_locks WHERE "
-				"locktype = 'advisory' AND pid = "
-				"pg_backend_pid()");
-	assert_string_equal(locks, "0");
-	free(locks);
+	assert_no_advisory_locks(f->store);
 	dis_query_free(q);
 	q = cart_query(f->schema, "many-1");
 	append1(f->store, item_added(f->schema, "many-1", "p", 1), q, NULL, 0);
 	dis_query_free(q);
+}
+
+/*
+ * Statements discarded under the store (DEALLOCATE on its connection):
+ * the append runs again, once, and keeps no notification token (which
+ * would leave other appends skipping their notifications). Only the
+ * insert gone: its lock statement has taken the token when the insert
+ * fails. Everything gone: the first statement fails.
+ */
+static void test_append_after_deallocate(void **state)
+{
+	fixture *f = *state;
+	PGconn *conn = dis_store_conn(f->store);
+	char *name, *sql;
+
+	append1(f->store, item_added(f->schema, "dealloc", "p", 1), NULL, NULL,
+		0);
+	name = dt_scalar(conn, "SELECT name FROM pg_prepared_statements "
+			       "WHERE statement LIKE 'INSERT INTO event%'");
+	assert_non_null(name);
+	sql = dt_fmt("DEALLOCATE %s", name);
+	dt_exec(conn, sql);
+	free(sql);
+	free(name);
+	for (int i = 0; i < 2; i++) {
+		append1(f->store, item_added(f->schema, "dealloc", "p", 1),
+			NULL, NULL, 0);
+		assert_no_advisory_locks(f->store);
+	}
+	dt_exec(conn, "DEALLOCATE ALL");
+	for (int i = 0; i < 2; i++) {
+		append1(f->store, item_added(f->schema, "dealloc", "p", 1),
+			NULL, NULL, 0);
+		assert_no_advisory_locks(f->store);
+	}
 }
 
 typedef struct reader {
@@ -990,6 +1034,8 @@ int main(void)
 			teardown),
 		cmocka_unit_test_setup_teardown(
 			test_append_with_too_many_values, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_append_after_deallocate,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_out_of_order, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_position_after_rollback,
