@@ -996,11 +996,26 @@ static void send_rollback(conn *c)
 	c->st = C_ROLLBACK;
 }
 
+/* A notification for every event type, in a pipeline of its own. */
+static void send_notify(conn *c)
+{
+	static const char *const any[1] = {""};
+
+	c->n = 0;
+	add_exec(c, DIS__NOTIFY_SQL, 1, any, NULL, NULL, 0, K_NOTIFY, NULL);
+	if (dis__pq_send(c->pq, c->stmts, c->n)) {
+		conn_lost(c, dis__pq_errmsg(c->pq));
+		return;
+	}
+	c->st = C_BUSY;
+	c->a->stats.pipelines++;
+}
+
 /* Every result of the pipeline is in. */
 static void pipeline_done(conn *c)
 {
 	dis_async *a = c->a;
-	bool rollback;
+	bool rollback, committed = false, owed = false;
 	job *j;
 
 	if (!dis__pq_lend(c->pq)) {
@@ -1044,6 +1059,20 @@ static void pipeline_done(conn *c)
 			load_done(c, j, r);
 			continue;
 		}
+		if ((!r || PQresultStatus(r) == PGRES_PIPELINE_ABORTED) &&
+		    i > 0 && c->slots[i - 1].kind == K_PREPARE &&
+		    !result_ok(dis__pq_result(c->pq, i - 1)) &&
+		    PQresultStatus(dis__pq_result(c->pq, i - 1)) !=
+			    PGRES_PIPELINE_ABORTED) {
+			/* Its own statement failed to prepare: it would
+			 * again, every time. */
+			chomp(msg, sizeof(msg),
+			      result_error(dis__pq_result(c->pq, i - 1),
+					   &state));
+			finish(j, state ? dis__sqlstate_code(state) : DIS_EPG,
+			       "preparing the load: %s", msg);
+			continue;
+		}
 		if (!r || PQresultStatus(r) == PGRES_PIPELINE_ABORTED) {
 			/* Not run: an earlier statement failed. */
 			j->attempts--;
@@ -1059,11 +1088,18 @@ static void pipeline_done(conn *c)
 		const PGresult *r = dis__pq_result(c->pq, i);
 		const char *state;
 
-		if (c->slots[i].kind == K_NOTIFY && !result_ok(r) && r &&
-		    PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
+		if (c->slots[i].kind == K_COMMIT && result_ok(r))
+			committed = true;
+		if (c->slots[i].kind != K_NOTIFY || result_ok(r))
+			continue;
+		/* A load after the commit failed, and the notification
+		 * went down with it: the events are committed, so it is
+		 * owed (sent alone next). */
+		if (committed)
+			owed = true;
+		if (r && PQresultStatus(r) != PGRES_PIPELINE_ABORTED)
 			alog(a, DIS_LOG_WARN, "notification not sent: %s",
 			     result_error(r, &state));
-		}
 	}
 	c->n = 0;
 	if (dis__pq_take_back(c->pq)) {
@@ -1073,6 +1109,9 @@ static void pipeline_done(conn *c)
 	rollback = PQtransactionStatus(dis__pq_conn(c->pq)) == PQTRANS_INERROR;
 	if (rollback) {
 		send_rollback(c);
+	} else if (owed) {
+		send_notify(c);
+		pump(a);
 	} else {
 		c->st = C_IDLE;
 		pump(a);
@@ -1155,6 +1194,9 @@ static void conn_lost(conn *c, const char *why)
 		evtimer_add(c->timer, &tv);
 	if (connecting && !any_usable(a))
 		fail_queued(a, why);
+	/* The loads it had go to a connection still up, now. */
+	else if (a->queued.n && any_usable(a))
+		schedule_pump(a);
 }
 
 static void conn_start(conn *c)

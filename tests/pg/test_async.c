@@ -639,10 +639,140 @@ static void test_submit_from_callback(void **state)
 	assert_int_equal(ncalls, 2);
 }
 
+/* Runs the loop for `ms` milliseconds. */
+static void pause_ms(int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	event_base_loopexit(base, &tv);
+	event_base_dispatch(base);
+}
+
+static int count_notifies(PGconn *l)
+{
+	PGnotify *n;
+	int k = 0;
+
+	PQconsumeInput(l);
+	while ((n = PQnotifies(l)) != NULL) {
+		PQfreemem(n);
+		k++;
+	}
+	return k;
+}
+
+/*
+ * A's append commits in the pipeline that also carries B's load, which
+ * the server refuses (invalid UTF-8): the notification after the commit
+ * went down with the load's implicit transaction. A's events are
+ * committed, so the notification is sent on its own.
+ */
+static void test_notify_survives_a_failed_load(void **state)
+{
+	dis_async *a = new_async(1, 5);
+	PGconn *l = dt_connect(conninfo);
+	struct add_params p = {.n = 1};
+	rec *ra, *rb;
+
+	(void)state;
+	dt_exec(l, "LISTEN new_events");
+	pause_ms(500); /* connected and idle */
+	ra = submit(a, "a1", &p);
+	/* One pass of the loop sends A's load; B queues behind it and
+	 * goes with A's append. */
+	event_base_loop(base, EVLOOP_NONBLOCK);
+	rb = submit(a, "\xff", &p);
+	run_until(all_called, NULL, 20000);
+	assert_int_equal(ra->rc, 0);
+	assert_int_not_equal(rb->rc, 0);
+	assert_int_equal(total_of("a1"), 1);
+	pause_ms(300);
+	assert_true(count_notifies(l) >= 1);
+	PQfinish(l);
+	dis_async_free(a);
+}
+
+/*
+ * A load whose statement cannot be prepared (a domain id column the table
+ * lacks) ends its decision with the error, instead of being sent again
+ * and again.
+ */
+static void test_load_that_cannot_prepare(void **state)
+{
+	dis_async *a = new_async(1, 5);
+	PGconn *c = dt_connect(conninfo);
+	struct add_params p = {.n = 1};
+	dis_async_stats st;
+	rec *r;
+
+	(void)state;
+	pause_ms(500);
+	dt_exec(c, "ALTER TABLE event RENAME COLUMN counter_id TO "
+		   "counter_id_old");
+	r = submit(a, "p1", &p);
+	run_until(all_called, NULL, 10000);
+	assert_int_equal(r->rc, DIS_EPG);
+	assert_non_null(strstr(r->msg, "preparing the load"));
+	dis_async_get_stats(a, &st);
+	assert_true(st.pipelines < 10);
+	dt_exec(c, "ALTER TABLE event RENAME COLUMN counter_id_old TO "
+		   "counter_id");
+	PQfinish(c);
+	dis_async_free(a);
+}
+
+/*
+ * A connection is lost while its load waits on a lock, and will not
+ * reconnect for a minute: the load goes at once to the other connection,
+ * idle, instead of waiting for the reconnect.
+ */
+static void test_lost_load_moves_to_idle_connection(void **state)
+{
+	dis_async_options o;
+	dis_async *a = NULL;
+	PGconn *locker = dt_connect(conninfo);
+	PGconn *admin = dt_connect(conninfo);
+	struct add_params p = {.n = 1};
+	char err[256], *k;
+	rec *r;
+
+	(void)state;
+	dis_async_options_init(&o);
+	o.connections = 2;
+	o.reconnect_min_ms = 60000;
+	o.reconnect_max_ms = 60000;
+	if (dis_async_new(base, conninfo, schema, &o, &a, err, sizeof(err)))
+		fail_msg("dis_async_new: %s", err);
+	pause_ms(500);
+	dt_exec(locker, "BEGIN; LOCK TABLE event IN ACCESS EXCLUSIVE MODE");
+	r = submit(a, "s1", &p);
+	pause_ms(300); /* its load waits on the lock */
+	k = dt_scalar(admin, "SELECT count(pg_terminate_backend(pid)) FROM "
+			     "pg_stat_activity WHERE application_name = "
+			     "'disintegrate-async' AND wait_event_type = "
+			     "'Lock'");
+	assert_string_equal(k, "1");
+	free(k);
+	dt_exec(locker, "COMMIT");
+	run_until(all_called, NULL, 5000);
+	assert_int_equal(r->rc, 0);
+	assert_int_equal(total_of("s1"), 1);
+	PQfinish(locker);
+	PQfinish(admin);
+	dis_async_free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_results, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_notify_survives_a_failed_load, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_load_that_cannot_prepare,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_lost_load_moves_to_idle_connection, setup,
+			teardown),
 		cmocka_unit_test_setup_teardown(test_overlap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conflict, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_conflict_retry, setup,
