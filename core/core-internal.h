@@ -274,10 +274,11 @@ typedef struct dis__append {
  * 20 us of server time cheaper per append than the plpgsql
  * dis_lock_keys(), which stays for older clients.
  */
-#define DIS__LOCK_KEYS_SQL                                                \
-	"SELECT count(CASE WHEN u.e THEN pg_advisory_xact_lock(u.k)::text " \
-	"ELSE pg_advisory_xact_lock_shared(u.k)::text END) FROM "          \
-	"unnest($1::int8[], $2::bool[]) AS u(k, e)"
+#define DIS__LOCK_COUNT                                                   \
+	"count(CASE WHEN u.e THEN pg_advisory_xact_lock(u.k)::text ELSE " \
+	"pg_advisory_xact_lock_shared(u.k)::text END)"
+#define DIS__LOCK_FROM " FROM unnest($1::int8[], $2::bool[]) AS u(k, e)"
+#define DIS__LOCK_KEYS_SQL "SELECT " DIS__LOCK_COUNT DIS__LOCK_FROM
 #define DIS__LOCK_SQL DIS__LOCK_KEYS_SQL
 /*
  * The lock statement of an append that joins the caller's transaction.
@@ -289,13 +290,11 @@ typedef struct dis__append {
  */
 #define DIS__NEEDS_READ_COMMITTED \
 	"an append inside a transaction needs READ COMMITTED isolation"
-#define DIS__LOCK_JOINED_SQL                                                \
-	"SELECT count(CASE WHEN u.e THEN pg_advisory_xact_lock(u.k)::text " \
-	"ELSE pg_advisory_xact_lock_shared(u.k)::text END), CASE WHEN "     \
-	"current_setting('transaction_isolation') <> 'read committed' "     \
-	"THEN ('" DIS__NEEDS_READ_COMMITTED ", not ' || "                   \
-	"current_setting('transaction_isolation'))::int END FROM "          \
-	"unnest($1::int8[], $2::bool[]) AS u(k, e)"
+#define DIS__LOCK_JOINED_SQL                                            \
+	"SELECT " DIS__LOCK_COUNT ", CASE WHEN "                        \
+	"current_setting('transaction_isolation') <> 'read committed' " \
+	"THEN ('" DIS__NEEDS_READ_COMMITTED ", not ' || "               \
+	"current_setting('transaction_isolation'))::int END" DIS__LOCK_FROM
 #define DIS__NOTIFY_SQL "SELECT pg_notify('" DIS__NOTIFY_CHANNEL "', $1)"
 /*
  * Notifications of appends that commit in a transaction of their own.

@@ -249,6 +249,16 @@ static uint64_t stmt_hash(const char *sql)
 	return h ^ (h >> 32);
 }
 
+/* A prepared statement's name, dropped with the next pipeline. */
+static void stmt_evict(dis_store *s, const cached_stmt *c)
+{
+	if (!c->ready || s->nevicted >= STMT_CACHE)
+		return;
+	s->evicted[s->nevicted] = dis__strdup(c->name);
+	if (s->evicted[s->nevicted])
+		s->nevicted++;
+}
+
 /* The cache entry for `sql`, added (evicting the least used) if new. */
 static cached_stmt *stmt_get(dis_store *s, const char *sql)
 {
@@ -272,11 +282,7 @@ static cached_stmt *stmt_get(dis_store *s, const char *sql)
 		for (size_t i = 1; i < s->nstmts; i++)
 			if (s->stmts[i].used < c->used)
 				c = &s->stmts[i];
-		if (c->ready && s->nevicted < STMT_CACHE) {
-			s->evicted[s->nevicted] = dis__strdup(c->name);
-			if (s->evicted[s->nevicted])
-				s->nevicted++;
-		}
+		stmt_evict(s, c);
 		free(c->sql);
 	}
 	*c = (cached_stmt){copy, h, ++s->next_stmt, ++s->clock, false, ""};
@@ -302,11 +308,7 @@ static void stmt_renew(dis_store *s)
 	for (size_t i = 0; i < s->nstmts; i++) {
 		cached_stmt *c = &s->stmts[i];
 
-		if (c->ready && s->nevicted < STMT_CACHE) {
-			s->evicted[s->nevicted] = dis__strdup(c->name);
-			if (s->evicted[s->nevicted])
-				s->nevicted++;
-		}
+		stmt_evict(s, c);
 		c->id = ++s->next_stmt;
 		stmt_name(s, c->id, c->name, sizeof(c->name));
 		c->ready = false;
@@ -573,6 +575,24 @@ static void rollback_own(dis_store *s)
 }
 
 /*
+ * Runs `st` outside the caller's error path: when the connection is up
+ * and outside a transaction; its result and error are dropped, the
+ * store's error stays.
+ */
+static void exec_aside(dis_store *s, const pstmt *st)
+{
+	int was;
+
+	if (PQstatus(s->conn) != CONNECTION_OK ||
+	    PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+		return;
+	was = blocking_begin(s);
+	PQclear(PQexecParams(s->conn, st->sql, st->nparams, NULL, st->values,
+			     st->lengths, st->formats, st->binary));
+	blocking_end(s, was);
+}
+
+/*
  * Runs the pipeline; outside a transaction block its statements are one
  * implicit transaction, rolled back whole on failure. With `own_block`
  * they open and commit a block themselves (BEGIN first), which a failure
@@ -593,14 +613,8 @@ static int pipeline(dis_store *s, const char *what, const pstmt *st, int n,
 	 * failed pipeline was rolled back whole, so run it again. */
 	if (rc && stale) {
 		stmt_renew(s);
-		if (undo && PQtransactionStatus(s->conn) == PQTRANS_IDLE) {
-			int was = blocking_begin(s);
-
-			PQclear(PQexecParams(s->conn, undo->sql, undo->nparams,
-					     NULL, undo->values, undo->lengths,
-					     undo->formats, undo->binary));
-			blocking_end(s, was);
-		}
+		if (undo)
+			exec_aside(s, undo);
 		if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
 			rc = pipeline_once(s, what, st, n, trailer, results,
 					   &stale);
@@ -643,6 +657,16 @@ static int exec_sql(dis_store *store, const char *what, const char *sql)
 		rc = dis__store_pg_fail(store, res, what);
 	PQclear(res);
 	return rc;
+}
+
+/* exec_sql after a failure: the store's error stays the first one. */
+static void exec_keeping_error(dis_store *s, const char *what, const char *sql)
+{
+	char keep[DIS_ERRMSG_LEN];
+
+	memcpy(keep, s->errmsg, sizeof(keep));
+	exec_sql(s, what, sql);
+	memcpy(s->errmsg, keep, sizeof(keep));
 }
 
 /* ---- lifecycle ---- */
@@ -1108,11 +1132,9 @@ static int index_id_locked(dis_store *s, const char *id, bool *built)
 	rc = dis__store_pg_fail(s, res, "building the index of a domain id");
 	PQclear(res);
 	if (mine) {
-		memcpy(msg, s->errmsg, sizeof(msg));
 		snprintf(sql, sizeof(sql),
 			 "DROP INDEX CONCURRENTLY IF EXISTS \"%s\"", idx);
-		exec_sql(s, "dropping the index that failed", sql);
-		memcpy(s->errmsg, msg, sizeof(msg));
+		exec_keeping_error(s, "dropping the index that failed", sql);
 	}
 	return rc;
 }
@@ -1120,17 +1142,13 @@ static int index_id_locked(dis_store *s, const char *id, bool *built)
 int dis__store_index_id(dis_store *s, const char *id, bool *built)
 {
 	static const char seed[] = "disintegrate index build";
-	char key[24], msg[DIS_ERRMSG_LEN];
+	char key[24], sql[64];
 	const char *vals[1] = {key};
 	PGresult *res;
-	size_t i;
 	int rc;
 
 	*built = false;
-	for (i = 0; i < dis_schema_id_count(s->schema); i++)
-		if (!strcmp(dis_schema_id_name(s->schema, i), id))
-			break;
-	if (i == dis_schema_id_count(s->schema))
+	if (dis_schema_id_index(s->schema, id) < 0)
 		return dis__store_fail(s, DIS_ENOTFOUND,
 				       "the schema declares no domain id "
 				       "\"%s\"",
@@ -1162,12 +1180,8 @@ int dis__store_index_id(dis_store *s, const char *id, bool *built)
 	}
 	PQclear(res);
 	rc = index_id_locked(s, id, built);
-	memcpy(msg, s->errmsg, sizeof(msg));
-	if (run(s, "unlocking the index build",
-		"SELECT pg_advisory_unlock($1::int8)", 1, vals, NULL, NULL, 0,
-		PGRES_TUPLES_OK, &res) == 0)
-		PQclear(res);
-	memcpy(s->errmsg, msg, sizeof(msg));
+	snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%s)", key);
+	exec_keeping_error(s, "unlocking the index build", sql);
 	return rc;
 }
 
@@ -1235,11 +1249,7 @@ int dis_store_migrate(dis_store *s)
 	if (!rc)
 		rc = exec_sql(s, "committing the migration", "COMMIT");
 	if (rc) {
-		char keep[DIS_ERRMSG_LEN];
-
-		memcpy(keep, s->errmsg, sizeof(keep));
-		PQclear(PQexec(s->conn, "ROLLBACK"));
-		memcpy(s->errmsg, keep, sizeof(keep));
+		exec_keeping_error(s, "rolling back the migration", "ROLLBACK");
 		return rc;
 	}
 	s->schema_id = 0;
@@ -2011,26 +2021,6 @@ int dis__append_result(dis_store *s, const PGresult *res, const dis__append *a,
 }
 
 /*
- * After a failed append or notification: if this session holds the
- * notification token, others skipped their notifications on its word:
- * notify, and release it.
- */
-static void notify_recover(dis_store *s, const char *payload,
-			   const char *token)
-{
-	const char *vals[2] = {payload, token};
-	int was;
-
-	if (PQstatus(s->conn) != CONNECTION_OK ||
-	    PQtransactionStatus(s->conn) != PQTRANS_IDLE)
-		return;
-	was = blocking_begin(s);
-	PQclear(PQexecParams(s->conn, DIS__NOTIFY_RECOVER_SQL, 2, NULL, vals,
-			     NULL, NULL, 0));
-	blocking_end(s, was);
-}
-
-/*
  * The version seeing what `snapshot` (pg_snapshot text) saw plus
  * transaction `tx`, which started after it: tx becomes visible, every
  * transaction between the snapshot's xmax and tx stays invisible. *out is
@@ -2162,9 +2152,12 @@ int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
 			{DIS__NOTIFY_SQL, 1, nvals, NULL, NULL, 0},
 		};
 		pstmt own = {DIS__NOTIFY_OWN_SQL, 2, nvals, NULL, NULL, 0};
-		/* A retried block takes the token again: release the
-		 * first attempt's (DIS__NOTIFY_RECOVER_SQL). */
-		pstmt undo = {DIS__NOTIFY_RECOVER_SQL, 2, nvals, NULL, NULL, 0};
+		/* After a failed block or notification: if this session
+		 * holds the token, others skipped their notifications on
+		 * its word: notify, and release it. Also before a retried
+		 * block, which takes the token again. */
+		pstmt recover = {
+			DIS__NOTIFY_RECOVER_SQL, 2, nvals, NULL, NULL, 0};
 
 		dis__notify_token(a.notify, token);
 
@@ -2194,10 +2187,10 @@ int dis__store_append_next(dis_store *s, dis_event *const *events, size_t n,
 		 */
 		if (alone) {
 			rc = pipeline(s, "appending events", block, 4, &own,
-				      true, &undo, results);
+				      true, &recover, results);
 			ins = 2;
 			if (rc || s->trailer_failed)
-				notify_recover(s, a.notify, token);
+				exec_aside(s, &recover);
 		} else {
 			rc = pipeline(s, "appending events", st, 3, NULL, false,
 				      NULL, results);

@@ -1048,6 +1048,11 @@ static void pipeline_done(conn *c)
 		appends_done(c);
 	for (int i = 0; i < c->n; i++) {
 		const PGresult *r = dis__pq_result(c->pq, i);
+		/* Its own prepare, sent just before it when new. */
+		const PGresult *prep = i > 0 && c->slots[i - 1].kind ==
+							       K_PREPARE
+					       ? dis__pq_result(c->pq, i - 1)
+					       : NULL;
 		const char *state;
 		char msg[DIS_ERRMSG_LEN];
 
@@ -1060,15 +1065,11 @@ static void pipeline_done(conn *c)
 			continue;
 		}
 		if ((!r || PQresultStatus(r) == PGRES_PIPELINE_ABORTED) &&
-		    i > 0 && c->slots[i - 1].kind == K_PREPARE &&
-		    !result_ok(dis__pq_result(c->pq, i - 1)) &&
-		    PQresultStatus(dis__pq_result(c->pq, i - 1)) !=
-			    PGRES_PIPELINE_ABORTED) {
+		    prep && !result_ok(prep) &&
+		    PQresultStatus(prep) != PGRES_PIPELINE_ABORTED) {
 			/* Its own statement failed to prepare: it would
 			 * again, every time. */
-			chomp(msg, sizeof(msg),
-			      result_error(dis__pq_result(c->pq, i - 1),
-					   &state));
+			chomp(msg, sizeof(msg), result_error(prep, &state));
 			finish(j, state ? dis__sqlstate_code(state) : DIS_EPG,
 			       "preparing the load: %s", msg);
 			continue;
@@ -1109,13 +1110,13 @@ static void pipeline_done(conn *c)
 	rollback = PQtransactionStatus(dis__pq_conn(c->pq)) == PQTRANS_INERROR;
 	if (rollback) {
 		send_rollback(c);
-	} else if (owed) {
-		send_notify(c);
-		pump(a);
-	} else {
-		c->st = C_IDLE;
-		pump(a);
+		return;
 	}
+	if (owed)
+		send_notify(c);
+	else
+		c->st = C_IDLE;
+	pump(a);
 }
 
 /* ---- connections ---- */
