@@ -387,6 +387,33 @@ static void test_out_of_order_conflict(void **state)
 }
 
 /*
+ * W appends to cart c2 and holds it uncommitted; the store's connection
+ * opens a transaction with `begin` and loads the cart (seeing `seen`
+ * events); W commits; then an append under that load's version must
+ * return `expect`. The store's transaction is left open.
+ */
+static void writer_commits_after_load(fixture *f, dis_store *w, PGconn *wconn,
+				      const char *begin, int seen, int expect)
+{
+	dis_query *q = cart_query(f->schema, "c2");
+	dis_version *v = NULL;
+	collected c = {0};
+	dis_event *ev = item_added(f->schema, "c2", "pw", 1);
+
+	dt_exec(wconn, "BEGIN");
+	assert_int_equal(dis_store_append(w, &ev, 1, NULL, NULL, NULL), 0);
+	dis_event_free(ev);
+	dt_exec(dis_store_conn(f->store), begin);
+	assert_int_equal(dis_store_load(f->store, q, collect, &c, &v), 0);
+	assert_int_equal(c.n, seen);
+	dt_exec(wconn, "COMMIT");
+	append1(f->store, item_added(f->schema, "c2", "pd", 1), q, v, expect);
+	collected_free(&c);
+	dis_version_free(v);
+	dis_query_free(q);
+}
+
+/*
  * Inside a REPEATABLE READ (or SERIALIZABLE) transaction the check would
  * read the transaction's first snapshot: the out-of-order case above would
  * slip through, so such an append is refused; inside READ COMMITTED the
@@ -395,48 +422,25 @@ static void test_out_of_order_conflict(void **state)
 static void test_append_refuses_snapshot_isolation(void **state)
 {
 	fixture *f = *state;
-	dis_query *q = cart_query(f->schema, "c2");
 	PGconn *wconn = dt_connect(f->conninfo);
 	PGconn *conn = dis_store_conn(f->store);
 	dis_store *w;
-	dis_version *v = NULL;
-	collected c = {0};
-	dis_event *ev;
 
 	assert_int_equal(dis_store_wrap(wconn, f->schema, &w), 0);
-	dt_exec(wconn, "BEGIN");
-	ev = item_added(f->schema, "c2", "pw", 1);
-	assert_int_equal(dis_store_append(w, &ev, 1, NULL, NULL, NULL), 0);
-	dis_event_free(ev);
-	dt_exec(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ");
-	assert_int_equal(dis_store_load(f->store, q, collect, &c, &v), 0);
-	assert_int_equal(c.n, 0);
-	dt_exec(wconn, "COMMIT");
-	append1(f->store, item_added(f->schema, "c2", "pd", 1), q, v,
-		DIS_ESTATE);
+	writer_commits_after_load(f, w, wconn,
+				  "BEGIN ISOLATION LEVEL REPEATABLE READ", 0,
+				  DIS_ESTATE);
 	assert_non_null(strstr(dis_store_errmsg(f->store), "READ COMMITTED"));
 	assert_int_equal(PQtransactionStatus(conn), PQTRANS_INERROR);
 	dt_exec(conn, "ROLLBACK");
-	collected_free(&c);
-	dis_version_free(v);
 
 	/* The same in READ COMMITTED: a conflict. */
-	dt_exec(wconn, "BEGIN");
-	ev = item_added(f->schema, "c2", "pw2", 1);
-	assert_int_equal(dis_store_append(w, &ev, 1, NULL, NULL, NULL), 0);
-	dis_event_free(ev);
-	dt_exec(conn, "BEGIN ISOLATION LEVEL READ COMMITTED");
-	assert_int_equal(dis_store_load(f->store, q, collect, &c, &v), 0);
-	assert_int_equal(c.n, 1);
-	dt_exec(wconn, "COMMIT");
-	append1(f->store, item_added(f->schema, "c2", "pd", 1), q, v,
-		DIS_ECONFLICT);
+	writer_commits_after_load(f, w, wconn,
+				  "BEGIN ISOLATION LEVEL READ COMMITTED", 1,
+				  DIS_ECONFLICT);
 	dt_exec(conn, "ROLLBACK");
-	collected_free(&c);
-	dis_version_free(v);
 	dis_store_free(w);
 	PQfinish(wconn);
-	dis_query_free(q);
 }
 
 /* Advisory locks this store's backend holds (none between calls). */
