@@ -30,9 +30,9 @@
  *            (BEGIN, locks, insert under its check, COMMIT; one sync)
  *            without the notification that follows it;
  *   cost     one connection, one operation at a time: CPU per operation
- *            of this process and of its server backend (from
- *            /proc/.../schedstat, immune to waiting), and the backend's
- *            wake-ups per operation.
+ *            (of each kind above and each ceiling) of this process and
+ *            of its server backend (from /proc/.../schedstat, immune to
+ *            waiting), and the backend's wake-ups per operation.
  *
  *   bench-decision [--slice S] [--rounds R] [--only NAME[,NAME]]
  *
@@ -351,23 +351,23 @@ static int op_fail(worker *w, PGresult *r, const char *what)
  */
 static int op_raw(worker *w, const char *acct)
 {
-	char k[3][24], keys[80], snap[256] = "";
+	char k[3][24], keys[80];
 	const char *vals[6] = {"Deposited", payload,   acct,
 			       keys,        "{t,t,f}", NULL};
 	int lens[6] = {0, payload_len, 0, 0, 0, 0};
 	int fmts[6] = {0, 1, 0, 0, 0, 0};
-	PGresult *r;
+	PGresult *r, *loaded = NULL;
 
+	/* The snapshot's text is as long as its in-progress list: it stays
+	 * in the load's result until the call is made. */
 	if (w->kind == LOADED) {
-		r = PQexecPrepared(w->raw, "load", 1, &acct, NULL, NULL, 1);
-		if (PQresultStatus(r) != PGRES_TUPLES_OK)
-			return op_fail(w, r, NULL);
-		if (PQntuples(r) < 1 ||
-		    (size_t)PQgetlength(r, 0, 0) >= sizeof(snap))
-			return op_fail(w, r, "load: no snapshot");
-		memcpy(snap, PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0));
-		vals[5] = snap;
-		PQclear(r);
+		loaded =
+			PQexecPrepared(w->raw, "load", 1, &acct, NULL, NULL, 1);
+		if (PQresultStatus(loaded) != PGRES_TUPLES_OK)
+			return op_fail(w, loaded, NULL);
+		if (PQntuples(loaded) < 1 || PQgetisnull(loaded, 0, 0))
+			return op_fail(w, loaded, "load: no snapshot");
+		vals[5] = PQgetvalue(loaded, 0, 0);
 	}
 	/* Keys only where locks are taken: not in the raw baseline's loop. */
 	if (w->kind != RAW && w->kind != CHECK) {
@@ -381,6 +381,7 @@ static int op_raw(worker *w, const char *acct)
 	r = PQexecPrepared(w->raw, "op",
 			   w->kind == RAW || w->kind == CHECK ? 3 : 6, vals,
 			   lens, fmts, 0);
+	PQclear(loaded);
 	if (PQresultStatus(r) !=
 	    (w->kind == RAW ? PGRES_COMMAND_OK : PGRES_TUPLES_OK))
 		return op_fail(w, r, NULL);
@@ -714,8 +715,9 @@ static int schedstat(const char *path, uint64_t v[3])
 	return n == 3 ? 0 : -1;
 }
 
-/* Profiling aid: only this kind (0 raw, 1 append, 2 decide), announced
- * with its server backend's pid a second before it starts. */
+/* Profiling aid: only this row of the table (0 raw, 1 append, 2 decide,
+ * and so on), announced with its server backend's pid a second before it
+ * starts. */
 static int cost_only = -1;
 
 /*
@@ -725,12 +727,13 @@ static int cost_only = -1;
  */
 static int cost_op(worker *w, char tag, int i)
 {
-	bool decides = w->kind == DECIDE || w->kind == CACHED;
+	bool decides = w->kind == DECIDE || w->kind == CACHED ||
+		       w->kind == LOADED;
 	char acct[64];
 
 	snprintf(acct, sizeof(acct), "%c%d-%d", tag, w->run,
 		 decides ? i / DECISIONS_PER_ACCOUNT : i);
-	if (w->kind == RAW)
+	if (w->raw)
 		return op_raw(w, acct);
 	if (w->kind == APPEND)
 		return op_append(w, acct);
@@ -739,9 +742,12 @@ static int cost_op(worker *w, char tag, int i)
 
 static void cost(int n)
 {
-	const char *names[4] = {"raw INSERT", "checked append", "decision",
-				"cached decision"};
-	enum kind kinds[4] = {RAW, APPEND, DECIDE, CACHED};
+	/* Then the ceilings' statements: what each costs the server. */
+	const char *names[] = {"raw INSERT",      "checked append", "decision",
+			       "cached decision", "check only",     "locked fn",
+			       "no notify",       "load+locked"};
+	enum kind kinds[] = {RAW,   APPEND, DECIDE, CACHED,
+			     CHECK, LOCKED, PIPED,  LOADED};
 	char self[64];
 
 	snprintf(self, sizeof(self), "/proc/self/task/%ld/schedstat",
@@ -751,7 +757,7 @@ static void cost(int n)
 	       n);
 	printf("  %-16s %10s %12s %12s %14s\n", "", "wall us", "client us",
 	       "server us", "server wakeups");
-	for (int k = 0; k < 4; k++) {
+	for (int k = 0; k < (int)(sizeof(kinds) / sizeof(kinds[0])); k++) {
 		worker w = {0};
 		char server[64];
 
