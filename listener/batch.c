@@ -51,7 +51,8 @@
 
 #define SQL_ROW_COLUMNS                                                   \
 	"coalesce(checkpoint_tx, '0')::text, coalesce(checkpoint_id, 0)," \
-	" resets FROM event_listener WHERE id = $1"
+	" resets, coalesce(last_processed_event_id, 0)"                   \
+	" FROM event_listener WHERE id = $1"
 
 #define SQL_READ_ROW "SELECT " SQL_ROW_COLUMNS
 
@@ -219,6 +220,7 @@ static bool adopt_row(dis__listener *l, const PGresult *r, bool known)
 	ck.tx = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
 	ck.id = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
 	resets = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+	l->last_id = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
 	if (known && !dis_position_cmp(ck, l->ck) && resets == l->resets)
 		return false;
 	if (known) {
@@ -1581,6 +1583,8 @@ static void on_commit(dis__listener *l)
 			   dis_position_format(l->ck_new, a, sizeof(a)));
 	}
 	l->ck = l->ck_new;
+	if (l->max_id > l->last_id)
+		l->last_id = l->max_id;
 	l->committed_once = true;
 	if (l->wrote_row) {
 		l->row_dirty = false;

@@ -99,6 +99,7 @@ struct dis__listener {
 	/* The checkpoint as the row holds it. */
 	dis_position ck;
 	int64_t resets;
+	int64_t last_id; /* the row's last_processed_event_id */
 
 	/* The batch in flight. */
 	struct dis_batch batch;

@@ -768,6 +768,7 @@ int dis_runtime_stats(dis_runtime *rt, dis_listener_stats **out, size_t *n)
 		s->state = l->halted ? DIS_LISTENER_STOPPED : l->state;
 		s->connected = l->st >= DIS__L_IDLE;
 		s->checkpoint = l->ck;
+		s->last_event_id = l->last_id;
 		s->head = l->head;
 		s->events_behind = l->behind;
 		s->seconds_behind = l->behind_secs;

@@ -117,8 +117,8 @@ static const simple SIMPLE[] = {
 	 "1 when the listener runs and is connected."},
 	{"dis_listener_connected", K_GAUGE,
 	 "1 when the listener's connection is up."},
-	{"dis_listener_checkpoint_event_id", K_GAUGE,
-	 "Event id of the listener's checkpoint."},
+	{"dis_listener_last_event_id", K_GAUGE,
+	 "Id of the newest event the listener has handled."},
 };
 
 static double simple_value(size_t i, const dis_listener_stats *st)
@@ -135,7 +135,7 @@ static double simple_value(size_t i, const dis_listener_stats *st)
 	case 8: return st->seconds_behind > 0 ? st->seconds_behind : 0;
 	case 9: return healthy(st) ? 1 : 0;
 	case 10: return st->connected ? 1 : 0;
-	case 11: return (double)st->checkpoint.id;
+	case 11: return (double)st->last_event_id;
 	}
 	return 0;
 }

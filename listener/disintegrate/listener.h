@@ -305,6 +305,10 @@ typedef struct dis_listener_stats {
 	dis_listener_state state;
 	bool connected;
 	dis_position checkpoint; /* committed position */
+	/* The newest event handled, as event_listener's
+	 * last_processed_event_id holds it (the checkpoint's id is 0 when
+	 * a batch ends at the barrier). */
+	int64_t last_event_id;
 	dis_position head;       /* newest event in the log (last seen) */
 	/* Events past the checkpoint (any type; estimated from event ids),
 	 * and the age of the oldest of them. 0 when caught up. */

@@ -186,6 +186,7 @@ static void test_metrics_and_health(void **state)
 	char err[256], *body;
 	int handled = 0, status;
 	double until, prev = -1;
+	int64_t last_id = 0;
 	uint16_t port;
 
 	(void)state;
@@ -216,8 +217,8 @@ static void test_metrics_and_health(void **state)
 
 		assert_int_equal(dis_event_new(s, "Hit", &ev), 0);
 		assert_int_equal(dis_event_set_string(ev, "key", "k"), 0);
-		assert_int_equal(dis_store_append(st, &ev, 1, NULL, NULL, NULL),
-				 0);
+		assert_int_equal(
+			dis_store_append(st, &ev, 1, NULL, NULL, &last_id), 0);
 		dis_event_free(ev);
 	}
 	until = now_s() + 10;
@@ -247,6 +248,10 @@ static void test_metrics_and_health(void **state)
 				 "\"hits \\\"quoted\\\"\"}") == 0);
 	assert_true(metric(body, "dis_listener_up{listener=\"hits "
 				 "\\\"quoted\\\"\"}") == 1);
+	/* The newest event handled, not the checkpoint's id (0 at a
+	 * barrier). */
+	assert_true(metric(body, "dis_listener_last_event_id{listener=\"hits "
+				 "\\\"quoted\\\"\"}") == (double)last_id);
 	assert_true(metric(body, "dis_listener_state{listener=\"hits "
 				 "\\\"quoted\\\"\",state=\"running\"}") == 1);
 	/* The histogram's buckets are cumulative up to +Inf = count. */
