@@ -74,7 +74,10 @@ int disctl_parse_event(const dis_schema *schema, const char *line, size_t len,
 	*out = NULL;
 	if (blank(line, len))
 		return 0;
-	root = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	/* As dis_event_from_json reads: "\u0000" is how Avro's JSON writes
+	 * a zero byte of a bytes field, and how tail prints it. */
+	root = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
+			  &jerr);
 	if (!root)
 		return fail(DIS_EINVAL, err, errlen,
 			    "invalid JSON at column %d: %s", jerr.column,
@@ -97,8 +100,9 @@ int disctl_parse_event(const dis_schema *schema, const char *line, size_t len,
 	}
 	type = json_object_get(root, "type");
 	data = json_object_get(root, "data");
-	if (!json_is_string(type)) {
-		fail(rc, err, errlen, "\"type\" must be a string");
+	if (!json_is_string(type) ||
+	    strlen(json_string_value(type)) != json_string_length(type)) {
+		fail(rc, err, errlen, "\"type\" must be a string without NUL");
 		goto out;
 	}
 	if (!json_is_object(data)) {
