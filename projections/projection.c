@@ -795,7 +795,8 @@ static void put_double(dis__buf *b, double d)
 		dis__buf_printf(b, "%.17g", d);
 }
 
-/* The text of an Avro value; *null when it is null. */
+/* The text of an Avro value; *null when it is null. DIS_EINVAL: a string
+ * holding a NUL byte. */
 static int value_text(avro_value_t *v, dis__buf *b, bool *null)
 {
 	const char *s;
@@ -815,6 +816,10 @@ static int value_text(avro_value_t *v, dis__buf *b, bool *null)
 	case AVRO_STRING:
 		if (avro_value_get_string(v, &s, &len))
 			return DIS_ESERDE;
+		/* PostgreSQL's text holds no NUL: libpq would send the
+		 * string cut at it. */
+		if (len > 1 && memchr(s, 0, len - 1))
+			return DIS_EINVAL;
 		dis__buf_append(b, s, len ? len - 1 : 0);
 		return 0;
 	case AVRO_BYTES:
@@ -904,15 +909,26 @@ static int prepare_stmt(dis_projection *p, tstmt *st, const char *table,
 			dis__buf_printf(b, "%" PRId64, dis_event_id(ev));
 			break;
 		case P_EVENT_TYPE: dis__buf_puts(b, dis_event_type(ev)); break;
-		case P_FIELD:
-			if (avro_value_get_by_index(rec, tp->field, &f, NULL) ||
-			    value_text(&f, b, &null))
+		case P_FIELD: {
+			int rc = avro_value_get_by_index(rec, tp->field, &f,
+							 NULL);
+
+			if (!rc)
+				rc = value_text(&f, b, &null);
+			if (rc)
 				return pfail(p, DIS_ESERDE,
 					     "projection %s: event %" PRId64
-					     " (%s): cannot read field %s",
+					     " (%s): %s %s",
 					     p->name, dis_event_id(ev),
-					     dis_event_type(ev), tp->name);
+					     dis_event_type(ev),
+					     rc == DIS_EINVAL
+						     ? "a NUL byte (PostgreSQL "
+						       "text cannot hold one) "
+						       "in field"
+						     : "cannot read field",
+					     tp->name);
 			break;
+		}
 		}
 		p->values[i] = null ? NULL : dis__buf_cstr(b);
 		if (!null && !p->values[i])

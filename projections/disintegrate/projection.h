@@ -174,7 +174,9 @@ DIS_API int dis_projection_handler(void *projection, dis_batch *batch,
 /*
  * Runs the statements for `ev` on `conn` (blocking) against table `table`
  * (NULL: the projection's own). Events of other types are ignored.
- * DIS_EPG with the server's message on the projection.
+ * DIS_EPG with the server's message on the projection; DIS_ESERDE when
+ * a field cannot be bound, such as a string holding a NUL byte (text
+ * cannot store it: the event fails rather than store it cut short).
  */
 DIS_API int dis_projection_apply(dis_projection *p, struct pg_conn *conn,
 				 const char *table, const dis_event *ev);

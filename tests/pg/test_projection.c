@@ -327,6 +327,51 @@ static void test_install_and_kinds(void **state)
 	free(conninfo);
 }
 
+/* A string with a NUL byte fails the event instead of storing the text
+ * cut at it (libpq sends parameters as C strings). */
+static void test_nul_in_text_fails_the_event(void **state)
+{
+	char *conninfo = dt_fresh_db();
+	dis_schema *s = dt_schema(SCHEMA);
+	dis_store *st = dt_store(conninfo, s);
+	PGconn *c = dt_connect(conninfo);
+	dis_projection *p;
+	dis_event *ev;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(dis_projection_new(s, "opts", &p, err, sizeof(err)),
+			 0);
+	assert_int_equal(dis_projection_set_ddl(
+				 p,
+				 "CREATE TABLE {table} (key text, opt text)"),
+			 0);
+	assert_int_equal(dis_projection_on(p, "Kinds",
+					   "INSERT INTO {table} VALUES ($key,"
+					   " $opt)"),
+			 0);
+	assert_int_equal(dis_projection_install(p, st), 0);
+	assert_int_equal(
+		dis_event_from_json(
+			s, "Kinds",
+			"{\"key\": \"k\", \"l\": 1, \"d\": 0, \"f\": 0,"
+			" \"b\": true, \"opt\": \"ab\\u0000cd\", \"raw\": \"\","
+			" \"color\": \"RED\", \"tags\": [], \"pos\": {\"x\": 0}}",
+			&ev, err, sizeof(err)),
+		0);
+	assert_int_equal(dis_projection_apply(p, c, NULL, ev), DIS_ESERDE);
+	assert_non_null(strstr(dis_projection_errmsg(p), "NUL byte"));
+	assert_non_null(strstr(dis_projection_errmsg(p), "field opt"));
+	assert_int_equal(count(c, "SELECT count(*) FROM opts"), 0);
+	dis_event_free(ev);
+
+	dis_projection_free(p);
+	dis_store_free(st);
+	dis_schema_free(s);
+	PQfinish(c);
+	free(conninfo);
+}
+
 /* Writers appending on a thread while the rebuild runs. */
 typedef struct writer {
 	const char *conninfo;
@@ -672,6 +717,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_install_and_kinds),
+		cmocka_unit_test(test_nul_in_text_fails_the_event),
 		cmocka_unit_test(test_rebuild_while_serving),
 		cmocka_unit_test(test_rebuild_sharded_and_empty),
 		cmocka_unit_test(test_rebuild_refusals),
