@@ -988,7 +988,7 @@ static json_t *data_json(const dis_event *ev, int *rc)
 		*rc = DIS_ENOMEM;
 		return NULL;
 	}
-	*rc = dis__avro_to_json(&ev->value, &j, err, sizeof(err));
+	*rc = dis__avro_to_json(ev->schema, &ev->value, &j, err, sizeof(err));
 	if (*rc && *rc != DIS_ENOMEM)
 		*rc = DIS_ESERDE;
 	return j;

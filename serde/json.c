@@ -1,7 +1,11 @@
 /*
  * JSON <-> Avro values, written by hand rather than with avro-c's
  * avro_value_to_json: unions are plain values ({"note": null}, not
- * {"note": {"string": ...}}), so that what we render parses back.
+ * {"note": {"string": ...}}) when that reads back as the same branch, and
+ * Avro's tagged form ({"u": {"double": 0.1}}) when another branch would
+ * take the plain value (a ["float","double"] union's double, a
+ * ["string","bytes"] union's bytes), so that what we render parses back
+ * as it was.
  */
 #include "serde-internal.h"
 
@@ -315,17 +319,39 @@ static int union_to_avro(struct jctx *c, avro_value_t *v, avro_schema_t a,
 			 json_t *j)
 {
 	size_t n = avro_schema_union_size(a), i, nonnull = 0, only = 0;
+	bool objects = false; /* a record or map branch reads objects */
 	char scratch[8];
 	char *err = c->err;
 	size_t errlen = c->errlen;
 	avro_value_t b;
-	int rc;
+	int rc, tagged;
 
 	for (i = 0; i < n; i++) {
-		if (!is_avro_null(avro_schema_union_branch(a, (int)i))) {
+		avro_schema_t bs =
+			dis__avro_deref(avro_schema_union_branch(a, (int)i));
+
+		if (!bs)
+			return avro_rc(c, EINVAL);
+		if (!is_avro_null(bs)) {
 			nonnull++;
 			only = i;
 		}
+		objects |= is_avro_record(bs) || is_avro_map(bs);
+	}
+	/* The tagged form: one member named after a branch. An object that
+	 * is not one, read plainly, when a branch reads objects. */
+	if (json_is_object(j) && json_object_size(j) == 1 &&
+	    avro_schema_union_branch_by_name(
+		    a, &tagged, json_object_iter_key(json_object_iter(j)))) {
+		rc = avro_value_set_branch(v, tagged, &b);
+		if (!rc)
+			rc = avro_value_reset(&b);
+		if (rc)
+			return avro_rc(c, rc);
+		rc = to_avro(c, &b,
+			     json_object_iter_value(json_object_iter(j)));
+		if (rc == 0 || rc == DIS_ENOMEM || !objects)
+			return rc;
 	}
 	/* one real type (["null", T]): report T's own error */
 	if (!json_is_null(j) && nonnull == 1) {
@@ -560,6 +586,83 @@ static int to_json_checked(struct jctx *c, const avro_value_t *v, json_t **out)
 	return rc;
 }
 
+/*
+ * Whether `j` reads back as branch `want` into union `a`, read into a new
+ * value of `v`'s class (a class made from `a` alone would miss the named
+ * types its branches refer to).
+ */
+static int reads_back(struct jctx *c, const avro_value_t *v, avro_schema_t a,
+		      json_t *j, int want, bool *same)
+{
+	avro_value_t tmp;
+	char scratch[8];
+	char *err = c->err;
+	size_t errlen = c->errlen, plen = c->plen;
+	int rc, got = -1;
+
+	if (avro_generic_value_new(v->iface, &tmp)) {
+		dis__errf(err, errlen, "out of memory");
+		return DIS_ENOMEM;
+	}
+	c->err = scratch;
+	c->errlen = sizeof(scratch);
+	rc = union_to_avro(c, &tmp, a, j);
+	c->err = err;
+	c->errlen = errlen;
+	path_pop(c, plen);
+	*same = rc == 0 && !avro_value_get_discriminant(&tmp, &got) &&
+		got == want;
+	avro_value_decref(&tmp);
+	if (rc == DIS_ENOMEM)
+		dis__errf(err, errlen, "out of memory");
+	return rc == DIS_ENOMEM ? rc : 0;
+}
+
+/* A union's value: plain when it reads back as its branch, else tagged
+ * with the branch's name. */
+static int union_to_json(struct jctx *c, const avro_value_t *v, avro_schema_t a,
+			 json_t **out)
+{
+	avro_value_t child;
+	avro_schema_t bs;
+	size_t nonnull = 0;
+	bool same = true;
+	json_t *tag;
+	int want, rc;
+
+	if (avro_value_get_discriminant(v, &want) ||
+	    avro_value_get_current_branch(v, &child))
+		return jfail(c, "the union has no value");
+	if ((rc = to_json_checked(c, &child, out)))
+		return rc;
+	for (size_t i = 0; i < avro_schema_union_size(a); i++)
+		nonnull += !is_avro_null(avro_schema_union_branch(a, (int)i));
+	/* ["null", T] reads every T back as T. */
+	if (nonnull > 1 && (rc = reads_back(c, v, a, *out, want, &same))) {
+		json_decref(*out);
+		*out = NULL;
+		return rc;
+	}
+	if (same)
+		return 0;
+	bs = dis__avro_deref(avro_schema_union_branch(a, want));
+	tag = json_object();
+	if (!bs || !tag) {
+		json_decref(*out); /* not taken by tag */
+		rc = -1;
+	} else {
+		rc = json_object_set_new(tag, avro_schema_type_name(bs), *out);
+	}
+	if (rc) {
+		json_decref(tag);
+		*out = NULL;
+		dis__errf(c->err, c->errlen, "out of memory");
+		return DIS_ENOMEM;
+	}
+	*out = tag;
+	return 0;
+}
+
 static int to_json(struct jctx *c, const avro_value_t *v, json_t **out)
 {
 	avro_schema_t a = value_schema(v);
@@ -693,11 +796,7 @@ static int to_json(struct jctx *c, const avro_value_t *v, json_t **out)
 		*out = j;
 		break;
 	}
-	case AVRO_UNION:
-		rc = avro_value_get_current_branch(v, &child);
-		if (rc)
-			return jfail(c, "the union has no value");
-		return to_json(c, &child, out);
+	case AVRO_UNION: return union_to_json(c, v, a, out);
 	default: return jfail(c, "unsupported Avro type");
 	}
 	if (rc)
@@ -709,12 +808,13 @@ static int to_json(struct jctx *c, const avro_value_t *v, json_t **out)
 	return 0;
 }
 
-int dis__avro_to_json(const avro_value_t *src, json_t **out, char *err,
-		      size_t errlen)
+int dis__avro_to_json(const dis_schema *schema, const avro_value_t *src,
+		      json_t **out, char *err, size_t errlen)
 {
 	struct jctx c;
 
 	memset(&c, 0, sizeof(c));
+	c.schema = schema; /* a union's value is read back to check it */
 	c.err = err;
 	c.errlen = errlen;
 	return to_json_checked(&c, src, out);

@@ -86,9 +86,10 @@ int dis__avro_read_record(const dis_schema *schema, int t, const void *data,
  */
 int dis__json_to_avro(const dis_schema *schema, avro_value_t *dest, json_t *j,
 		      const char *path, char *err, size_t errlen);
-/* Renders `src` as a new JSON value (*out, owned by the caller). */
-int dis__avro_to_json(const avro_value_t *src, json_t **out, char *err,
-		      size_t errlen);
+/* Renders `src`, a value of `schema`'s types, as a new JSON value (*out,
+ * owned by the caller). */
+int dis__avro_to_json(const dis_schema *schema, const avro_value_t *src,
+		      json_t **out, char *err, size_t errlen);
 /*
  * Sets every part of `dest` to its default where the schema gives one,
  * to zero/empty/the first union branch or enum symbol otherwise.

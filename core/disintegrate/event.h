@@ -27,9 +27,13 @@ DIS_API int dis_event_new(const dis_schema *schema, const char *type,
 			  dis_event **out);
 /*
  * A new event of `type` from a JSON object of its fields (Avro JSON with
- * plain values for unions: {"amount": 5, "note": null}). Missing fields take
- * their defaults; a missing field without default, an unknown field or a
- * value of the wrong type fails with DIS_ESERDE and a message in errbuf.
+ * plain values for unions: {"amount": 5, "note": null}, read as the first
+ * branch that takes the value; Avro's tagged form {"u": {"double": 0.1}}
+ * picks the branch). Missing fields take their defaults; a missing field
+ * without default, an unknown field or a value of the wrong type fails
+ * with DIS_ESERDE and a message in errbuf. The JSON functions below write
+ * a union's value tagged only where the plain value would read back as
+ * another branch, so what they write reads back as it was.
  */
 DIS_API int dis_event_from_json(const dis_schema *schema, const char *type,
 				const char *json, dis_event **out,

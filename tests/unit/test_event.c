@@ -348,6 +348,79 @@ struct bad_json {
 	const char *expect;
 };
 
+/*
+ * A union's value renders plain when it reads back as its branch, else in
+ * Avro's tagged form, which reads back too: a double of ["float",
+ * "double"] is not rounded to a float, NaN of ["string","double"] is not
+ * the string "NaN", a map holding one key named like a branch stays a map.
+ */
+static void test_json_unions_read_back(void **state)
+{
+	static const char *const schema_json =
+		"[{\"type\":\"record\",\"name\":\"U\",\"fields\":["
+		"{\"name\":\"k\",\"type\":\"string\",\"disintegrate.id\":true},"
+		"{\"name\":\"fd\",\"type\":[\"float\",\"double\"]},"
+		"{\"name\":\"sd\",\"type\":[\"string\",\"double\"]},"
+		"{\"name\":\"sb\",\"type\":[\"string\",\"bytes\"]},"
+		"{\"name\":\"md\",\"type\":[{\"type\":\"map\","
+		"\"values\":\"long\"},\"long\"]},"
+		"{\"name\":\"opt\",\"type\":[\"null\",\"string\"]},"
+		"{\"name\":\"il\",\"type\":[\"int\",\"long\"]},"
+		"{\"name\":\"il2\",\"type\":[\"int\",\"long\"]},"
+		"{\"name\":\"r\",\"type\":[{\"type\":\"record\",\"name\":\"A\","
+		"\"fields\":[{\"name\":\"x\",\"type\":\"int\",\"default\":1}]},"
+		"{\"type\":\"record\",\"name\":\"B\",\"fields\":["
+		"{\"name\":\"x\",\"type\":\"int\"}]}]}]}]";
+	static const char *const tagged[] = {
+		"\"fd\":{\"double\":0.10000000000000001}",
+		"\"sd\":{\"double\":\"NaN\"}",
+		"\"sb\":{\"bytes\":\"\\u0000x\"}",
+		"\"md\":{\"map\":{\"long\":3}}",
+		"\"opt\":\"x\"",
+		"\"il\":{\"long\":5}",
+		"\"il2\":7",
+		"\"r\":{\"B\":{\"x\":2}}"};
+	char err[DIS_ERRMSG_LEN], *json, *json2;
+	dis_schema *u;
+	dis_event *ev, *back;
+
+	(void)state;
+	assert_int_equal(dis_schema_parse(schema_json, &u, err, sizeof(err)),
+			 0);
+	assert_int_equal(
+		dis_event_from_json(
+			u, "U",
+			"{\"k\":\"a\",\"fd\":{\"double\":0.1},"
+			"\"sd\":{\"double\":\"NaN\"},\"sb\":{\"bytes\":\"\\u0000x\"},"
+			"\"md\":{\"map\":{\"long\":3}},\"opt\":\"x\","
+			"\"il\":{\"long\":5},\"il2\":7,\"r\":{\"B\":{\"x\":2}}}",
+			&ev, err, sizeof(err)),
+		0);
+	assert_int_equal(dis_event_data_json(ev, &json), 0);
+	for (size_t i = 0; i < sizeof(tagged) / sizeof(tagged[0]); i++)
+		if (!strstr(json, tagged[i]))
+			fail_msg("%s not in %s", tagged[i], json);
+	assert_int_equal(
+		dis_event_from_json(u, "U", json, &back, err, sizeof(err)), 0);
+	assert_int_equal(dis_event_data_json(back, &json2), 0);
+	assert_string_equal(json, json2);
+	dis_free(json);
+	dis_free(json2);
+	dis_event_free(back);
+	dis_event_free(ev);
+
+	/* The tagged form's value must fit its branch. */
+	assert_int_equal(dis_event_from_json(
+				 u, "U",
+				 "{\"k\":\"a\",\"fd\":{\"double\":\"zz\"},"
+				 "\"sd\":1,\"sb\":\"q\",\"md\":3,\"opt\":null,"
+				 "\"il\":5,\"il2\":7,\"r\":{\"x\":2}}",
+				 &ev, err, sizeof(err)),
+			 DIS_ESERDE);
+	assert_non_null(strstr(err, "field fd"));
+	dis_schema_free(u);
+}
+
 static void test_json_errors(void **state)
 {
 	static const struct bad_json bad[] = {
@@ -450,6 +523,7 @@ int main(void)
 		cmocka_unit_test(test_setters_getters),
 		cmocka_unit_test(test_idval),
 		cmocka_unit_test(test_json_round_trip),
+		cmocka_unit_test(test_json_unions_read_back),
 		cmocka_unit_test(test_json_errors),
 		cmocka_unit_test(test_copy_equal),
 	};
