@@ -179,6 +179,51 @@ static const char *db_state(const dis__listener *l)
 						 : l->state);
 }
 
+/* Failed attempts of event `id` so far (past the checkpoint). */
+static uint32_t failures_of(const dis__listener *l, int64_t id)
+{
+	for (size_t i = 0; i < l->nfailed; i++)
+		if (l->failed[i].pos.id == id)
+			return l->failed[i].attempts;
+	return 0;
+}
+
+/* Counts a failed attempt of the event at `pos`; returns its attempts. */
+static uint32_t failures_add(dis__listener *l, dis_position pos)
+{
+	size_t i;
+
+	for (i = 0; i < l->nfailed; i++)
+		if (l->failed[i].pos.id == pos.id)
+			return ++l->failed[i].attempts;
+	if (l->nfailed == l->failed_cap) {
+		size_t cap = l->failed_cap ? 2 * l->failed_cap : 4;
+		struct dis__lfailed *f =
+			realloc(l->failed, cap * sizeof(*l->failed));
+
+		/* Out of memory: counted as the first attempt, as when
+		 * only the failing event was remembered. */
+		if (!f)
+			return 1;
+		l->failed = f;
+		l->failed_cap = cap;
+	}
+	l->failed[l->nfailed].pos = pos;
+	l->failed[l->nfailed].attempts = 1;
+	return l->failed[l->nfailed++].attempts;
+}
+
+/* Forgets the events the checkpoint has passed (all: `all`). */
+static void failures_prune(dis__listener *l, bool all)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < l->nfailed; i++)
+		if (!all && dis_position_cmp(l->failed[i].pos, l->ck) > 0)
+			l->failed[kept++] = l->failed[i];
+	l->nfailed = kept;
+}
+
 static void clear_failure(dis__listener *l)
 {
 	l->fail_id = 0;
@@ -232,6 +277,7 @@ static bool adopt_row(dis__listener *l, const PGresult *r, bool known)
 			   dis_position_format(l->ck, a, sizeof(a)),
 			   dis_position_format(ck, b, sizeof(b)));
 		clear_failure(l);
+		failures_prune(l, true);
 		l->row_dirty = true;
 		if (l->halted) {
 			l->halted = false;
@@ -305,6 +351,7 @@ void dis__listener_release(dis__listener *l)
 		return;
 	dis__listener_forget_prepared(l);
 	free(l->q);
+	free(l->failed);
 	drop_rows(l);
 	dis__ahead_free(l);
 	dis_store_free(l->store);
@@ -710,13 +757,9 @@ static void event_failed(dis__listener *l, int idx, dis_position pos, int code,
 	const dis_retry_policy *p = &l->cfg.retry;
 	int64_t id = pos.id;
 
-	if (l->fail_id == id) {
-		l->fail_attempts++;
-	} else {
-		l->fail_id = id;
-		l->fail_pos = pos;
-		l->fail_attempts = 1;
-	}
+	l->fail_id = id;
+	l->fail_pos = pos;
+	l->fail_attempts = failures_add(l, pos);
 	l->fail_code = code;
 	snprintf(l->fail_msg, sizeof(l->fail_msg), "%s", msg);
 	l->errors++;
@@ -777,8 +820,8 @@ static int dead_letter(dis__listener *l, PGconn *conn, int r, const char *error,
 	PQclear(res);
 	if (rc)
 		return rc;
+	l->dead++; /* counted when the batch commits */
 	if (skip) {
-		l->dead++;
 		dis__l_log(l, DIS_LOG_ERROR,
 			   "event %" PRId64 " dead-lettered, going on: %s",
 			   p.id, error);
@@ -1106,6 +1149,12 @@ static void handle(dis__listener *l)
 				break;
 			}
 			if (!skip) {
+				/* The row names the event it stopped at. */
+				if (!known) {
+					l->fail_id = pos.id;
+					l->fail_pos = pos;
+					l->fail_attempts = 1;
+				}
 				l->cut = true;
 				break;
 			}
@@ -1123,7 +1172,7 @@ static void handle(dis__listener *l)
 			break;
 		}
 		b->idx = i;
-		b->attempt = pos.id == l->fail_id ? l->fail_attempts + 1 : 1;
+		b->attempt = failures_of(l, pos.id) + 1;
 		b->failed = false;
 		b->code = 0;
 		/* What the store said before, to tell a new message. */
@@ -1583,6 +1632,7 @@ static void on_commit(dis__listener *l)
 			   dis_position_format(l->ck_new, a, sizeof(a)));
 	}
 	l->ck = l->ck_new;
+	failures_prune(l, false);
 	if (l->max_id > l->last_id)
 		l->last_id = l->max_id;
 	l->committed_once = true;

@@ -172,6 +172,15 @@ struct dis__listener {
 	} prep[DIS__PREPARED_MAX];
 	int nprep;
 
+	/* Failed attempts per event past the checkpoint, not only of the
+	 * failing event: a batch cut in front of a failing event runs the
+	 * events before it again, and one of them may have failed before. */
+	struct dis__lfailed {
+		dis_position pos;
+		uint32_t attempts;
+	} * failed;
+	size_t nfailed, failed_cap;
+
 	/* The failing event. */
 	int64_t fail_id; /* 0: none */
 	dis_position fail_pos;

@@ -465,6 +465,7 @@ static void test_corrupt_payload_stops(void **state)
 	s = stats_of(f->rt, "carts");
 	assert_int_equal(c.handled, 1); /* stopped in front of it */
 	assert_int_equal(s.state, DIS_LISTENER_STOPPED);
+	assert_int_equal(s.dead_letters, 1);
 	assert_int_equal(h.code, DIS_ESERDE);
 	print_message("stopped: %s\n", h.msg);
 	snprintf(
@@ -473,11 +474,13 @@ static void test_corrupt_payload_stops(void **state)
 		" AND action = 'stopped'",
 		bad);
 	assert_int_equal(tl_count(f->conn, sql), 1);
-	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM "
-					   "event_listener WHERE state = "
-					   "'stopped' AND last_error LIKE "
-					   "'%event%'"),
-			 1);
+	/* The row names the event it stopped at. */
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM event_listener WHERE state = 'stopped'"
+		 " AND last_error LIKE '%%event%%' AND failed_event_id = "
+		 "%" PRId64 " AND attempts = 1",
+		 bad);
+	assert_int_equal(tl_count(f->conn, sql), 1);
 	/* The operator skips it: the running listener resumes. */
 	assert_int_equal(dis_store_position_of(f->store, bad, &after_bad), 0);
 	assert_int_equal(reset_running(f, "carts", after_bad), 0);
@@ -565,6 +568,50 @@ static void test_retry_exhausted_dead_letter(void **state)
 	print_message("dead letter: %s\n", v);
 	assert_non_null(strstr(v, "3 always failing on"));
 	free(v);
+}
+
+/*
+ * Two failing events in one batch: A fails on its first attempt only, B
+ * always. A's count survives B's failures (the batch cut in front of B
+ * runs A again, as attempt 2), so B reaches its last attempt and is
+ * dead-lettered, and the listener goes on.
+ */
+static void test_two_failing_events(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	wait_n w = {&c, 4};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	int64_t ids[5];
+	char sql[256];
+
+	cfg.retry.kind = DIS_RETRY_FIXED;
+	cfg.retry.delay_ms = 10;
+	cfg.retry.max_attempts = 3;
+	cfg.on_poison = DIS_POISON_DEAD_LETTER;
+	for (int i = 0; i < 5; i++)
+		ids[i] = tl_append(f->store, tl_added(f->schema, "c", "p", 1));
+	c.early_fail_id = ids[1];
+	c.first_ok = 2;
+	c.always_fail_id = (int)ids[3];
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, &cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	tl_run_for(f->base, 100);
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(tl_count(f->conn, "SELECT count(*) FROM handled"), 4);
+	snprintf(sql, sizeof(sql),
+		 "SELECT attempts FROM event_dead_letter WHERE event_id = "
+		 "%" PRId64,
+		 ids[3]);
+	assert_int_equal(tl_count(f->conn, sql), 3);
+	assert_int_equal(
+		tl_count(f->conn, "SELECT count(*) FROM event_dead_letter"), 1);
+	assert_int_equal(c.max_attempt_seen, 3);
 }
 
 /* A COMMIT that fails (deferred constraint) is pinned on its event. */
@@ -1705,6 +1752,8 @@ int main(int argc, char **argv)
 						teardown),
 		cmocka_unit_test_setup_teardown(
 			test_retry_exhausted_dead_letter, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_two_failing_events, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_commit_failure_isolated,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_threads, setup,

@@ -146,6 +146,9 @@ typedef struct tl_counter {
 	int fail_id_times; /* fail event fail_id this many times */
 	int64_t fail_id;
 	int always_fail_id; /* fail this event every time */
+	/* fail this event while dis_batch_attempt() is below first_ok */
+	int64_t early_fail_id;
+	uint32_t first_ok;
 	uint32_t max_attempt_seen;
 	bool out_of_order;
 	dis_position last_pos;
@@ -183,6 +186,11 @@ static inline int tl_cart_handler(void *arg, dis_batch *b, const dis_event *ev)
 			return dis_batch_fail(b, DIS_EDOMAIN,
 					      "always failing on %" PRId64,
 					      dis_event_id(ev));
+		if (c->early_fail_id == dis_event_id(ev) &&
+		    dis_batch_attempt(b) < c->first_ok)
+			return dis_batch_fail(b, DIS_EDOMAIN,
+					      "failing attempt %" PRIu32,
+					      dis_batch_attempt(b));
 		if (c->fail_id == dis_event_id(ev) && c->fail_id_times > 0) {
 			c->fail_id_times--;
 			return dis_batch_fail(b, DIS_EDOMAIN,
