@@ -61,6 +61,12 @@ void dis__buf_printf(dis__buf *b, const char *fmt, ...) DIS_PRINTF(2, 3);
 const char *dis__buf_cstr(dis__buf *b);
 /* Hands the data over (NUL terminated); the buffer is empty after. */
 char *dis__buf_take(dis__buf *b);
+/*
+ * Adds identifier `name` (letters, digits and '_') to the text[] literal
+ * `b` holds: "{" first when `b` is empty, else ","; end it with "}". The
+ * element is quoted: unquoted, NULL in any case would read as a null.
+ */
+void dis__buf_array_ident(dis__buf *b, const char *name);
 
 char *dis__strdup(const char *s);
 /* Decimal text of `v` (no printf: for hot paths); returns its length. */

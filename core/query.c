@@ -876,12 +876,10 @@ static void sql_filter(dis__sql *s, const dis_query *q, const dis_filter *f)
 	dis__sql_puts(s, "(");
 	for (size_t t = 0; t < ntypes; t++) {
 		dis__buf list;
-		size_t count = 0;
 
 		if (done[t] || !filter_has_type(f, t))
 			continue;
 		dis__buf_init(&list);
-		dis__buf_puts(&list, "{");
 		/* Every later type with the same applicable equalities. */
 		for (size_t u = t; u < ntypes; u++) {
 			bool same = true;
@@ -897,9 +895,8 @@ static void sql_filter(dis__sql *s, const dis_query *q, const dis_filter *f)
 			if (!same)
 				continue;
 			done[u] = 1;
-			if (count++)
-				dis__buf_puts(&list, ",");
-			dis__buf_puts(&list, dis_schema_type_name(q->schema, u));
+			dis__buf_array_ident(
+				&list, dis_schema_type_name(q->schema, u));
 		}
 		dis__buf_puts(&list, "}");
 		if (!first)

@@ -79,6 +79,13 @@ void dis__buf_puts(dis__buf *b, const char *s)
 	dis__buf_append(b, s, strlen(s));
 }
 
+void dis__buf_array_ident(dis__buf *b, const char *name)
+{
+	dis__buf_puts(b, b->len ? ",\"" : "{\"");
+	dis__buf_puts(b, name);
+	dis__buf_puts(b, "\"");
+}
+
 void dis__buf_printf(dis__buf *b, const char *fmt, ...)
 {
 	va_list ap;

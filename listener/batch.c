@@ -299,15 +299,14 @@ static char *types_literal(const dis_query *q)
 	dis__buf b;
 
 	dis__buf_init(&b);
-	dis__buf_puts(&b, "{");
-	for (size_t i = 0, n = 0; i < dis_schema_type_count(s); i++) {
+	for (size_t i = 0; i < dis_schema_type_count(s); i++) {
 		const char *t = dis_schema_type_name(s, i);
 
-		if (!dis_query_has_type(q, t))
-			continue;
-		/* Identifiers: letters, digits and '_' only. */
-		dis__buf_printf(&b, "%s\"%s\"", n++ ? "," : "", t);
+		if (dis_query_has_type(q, t))
+			dis__buf_array_ident(&b, t);
 	}
+	if (!b.len)
+		dis__buf_puts(&b, "{");
 	dis__buf_puts(&b, "}");
 	return dis__buf_take(&b);
 }

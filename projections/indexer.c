@@ -69,10 +69,9 @@ int dis_indexer_new(const dis_schema *schema, const char *id, dis_indexer **out)
 		if (!dis_schema_type_has_id(schema, type, name))
 			continue;
 		rc = dis_filter_type(f, type);
-		dis__buf_puts(&ix->types, ix->types.len ? "," : "{");
-		dis__buf_puts(&ix->types, type);
+		dis__buf_array_ident(&ix->types, type);
 	}
-	dis__buf_puts(&ix->types, "}");
+	dis__buf_puts(&ix->types, ix->types.len ? "}" : "{}");
 	if (!rc)
 		rc = dis_query_check(ix->query);
 	if (!rc && !dis__buf_cstr(&ix->types))

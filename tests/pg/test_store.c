@@ -902,6 +902,51 @@ static void test_unset_uuid_id_refused(void **state)
 }
 
 /*
+ * A type named Null: unquoted in a text[] literal it would read as a null
+ * and match nothing, so its events would never load and never conflict.
+ */
+static void test_type_named_null(void **state)
+{
+	fixture *f = *state;
+	dis_schema *s = dt_schema(
+		"[{\"type\":\"record\",\"name\":\"Null\",\"fields\":["
+		"{\"name\":\"k\",\"type\":\"long\",\"disintegrate.id\":true}]},"
+		"{\"type\":\"record\",\"name\":\"NULL\",\"fields\":["
+		"{\"name\":\"n\",\"type\":\"long\"}]}]");
+	dis_store *st = dt_store(f->conninfo, s);
+	dis_event *ev[2];
+	dis_version *v = NULL;
+	collected got = {0};
+	dis_query *q;
+	dis_filter *flt;
+
+	assert_int_equal(dis_event_new(s, "Null", &ev[0]), 0);
+	assert_int_equal(dis_event_set_long(ev[0], "k", 1), 0);
+	assert_int_equal(dis_event_new(s, "NULL", &ev[1]), 0);
+	assert_int_equal(dis_store_append(st, ev, 2, NULL, NULL, NULL), 0);
+	assert_int_equal(dis_query_new(s, &q), 0);
+	assert_int_equal(dis_query_add_filter(q, &flt), 0);
+	assert_int_equal(dis_filter_type(flt, "Null"), 0);
+	assert_int_equal(dis_filter_where_long(flt, "k", 1), 0);
+	assert_int_equal(dis_query_add_filter(q, &flt), 0);
+	assert_int_equal(dis_filter_type(flt, "NULL"), 0);
+	assert_int_equal(dis_query_check(q), 0);
+	assert_int_equal(dis_store_load(st, q, collect, &got, &v), 0);
+	assert_int_equal(got.n, 2);
+	collected_free(&got);
+	/* Another writer's Null event: the stale decision conflicts. */
+	assert_int_equal(dis_store_append(st, ev, 1, NULL, NULL, NULL), 0);
+	assert_int_equal(dis_store_append(st, ev, 1, q, v, NULL),
+			 DIS_ECONFLICT);
+	dis_version_free(v);
+	dis_query_free(q);
+	dis_event_free(ev[0]);
+	dis_event_free(ev[1]);
+	dis_store_free(st);
+	dis_schema_free(s);
+}
+
+/*
  * Statements are prepared and cached per query shape: more shapes than the
  * cache holds, and a connection whose statements were discarded, still
  * work.
@@ -1060,6 +1105,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_unset_uuid_id_refused,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_type_named_null, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_statement_cache, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_evolution_through_registry,
