@@ -86,7 +86,20 @@ struct dis_schema {
 };
 
 static const char *const reserved_ids[] = {
-	"event_id", "event_type", "payload", "inserted_at", "tx", "schema_id",
+	"event_id",
+	"event_type",
+	"payload",
+	"inserted_at",
+	"tx",
+	"schema_id",
+	/* PostgreSQL's system columns: no table may have a column so named */
+	"xmin",
+	"xmax",
+	"cmin",
+	"cmax",
+	"ctid",
+	"tableoid",
+	"oid",
 };
 
 /* Most values (record fields, union headers, leaves) one event may hold
@@ -958,8 +971,8 @@ static int add_type_id(dis_schema *s, struct schema_type *ty, json_t *field,
 		dis__errf(err, errlen,
 			  "event type %s: id name \"%s\" is "
 			  "reserved (it is, or may become, a column of the "
-			  "event table; names starting with \"dis_\" are "
-			  "reserved too)",
+			  "event table, or is a PostgreSQL system column; "
+			  "names starting with \"dis_\" are reserved too)",
 			  ty->name, fname);
 		return DIS_ESCHEMA;
 	}

@@ -12,7 +12,8 @@
  *
  * Identifiers (type names, id names, stream names) follow
  * ^[A-Za-z_][A-Za-z0-9_]*$, are at most 63 bytes, and ids may not be one of
- * the event table's own columns. The same id declared with two types is an
+ * the event table's own columns, a PostgreSQL system column (xmin, ctid,
+ * ...) or start with "dis_". The same id declared with two types is an
  * error. Every violation fails the load with DIS_ESCHEMA and a message.
  *
  * A dis_schema is immutable after loading (except dis_schema_add_stream) and
