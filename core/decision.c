@@ -5,6 +5,7 @@
 #include "decision-internal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@ struct dstate {
 	bool dirty; /* cur may own memory (destroy before reuse) */
 	dis_query *query;
 	char *query_text; /* canonical text, for snapshots; lazy */
+	char *snap_fp;    /* what its snapshot must match; lazy */
 	size_t applied;   /* events applied by the last load */
 	int64_t last_id;  /* highest event id in the state */
 	size_t group;     /* which load of the attempt feeds it */
@@ -151,6 +153,7 @@ void dis_decision_free(dis_decision *d)
 		free(s->cur);
 		dis_query_free(s->query);
 		free(s->query_text);
+		free(s->snap_fp);
 	}
 	clear_events(d);
 	clear_version(d);
@@ -854,6 +857,38 @@ static const char *state_query_text(struct dstate *s)
 }
 
 /*
+ * What a stored snapshot must match besides its name and query text: the
+ * fingerprint of the state's record schema, then a hash of the query's
+ * load statement. The text does not say which types an equality applies
+ * to (those declaring its id): after the event schema changes, the same
+ * text may select other events, and a snapshot built before must not be
+ * reused.
+ */
+static const char *state_snap_fp(struct dstate *s, const dis__snapcodec *c)
+{
+	dis__sql sql;
+	uint64_t h;
+	char buf[80];
+
+	if (s->snap_fp)
+		return s->snap_fp;
+	dis__sql_init(&sql);
+	if (dis__load_sql(s->query, NULL, &sql) || sql.oom || sql.text.oom) {
+		dis__sql_free(&sql);
+		return NULL;
+	}
+	h = dis__hash64_add(dis__hash64_start(0), sql.text.data, sql.text.len);
+	for (int i = 0; i < sql.nparams; i++)
+		h = sql.params[i] ? dis__hash64_add(h, sql.params[i],
+						    strlen(sql.params[i]) + 1)
+				  : dis__hash64_add(h, "\xff", 1);
+	snprintf(buf, sizeof(buf), "%s/%016" PRIx64, c->fp, dis__hash64_end(h));
+	dis__sql_free(&sql);
+	s->snap_fp = dis__strdup(buf);
+	return s->snap_fp;
+}
+
+/*
  * Starts each snapshot-capable state from its stored snapshot, when one
  * exists for the same name and query and decodes with the same schema.
  * Anything wrong with a snapshot leaves the state at its initial value.
@@ -876,7 +911,8 @@ static int snapshots_load(dis_maker *m, dis_decision *d)
 		struct dstate *s = &d->states[i];
 
 		if (!snap_capable(m, s) || !codec_for(m, s->def) ||
-		    !state_query_text(s))
+		    !state_query_text(s) ||
+		    !state_snap_fp(s, codec_for(m, s->def)))
 			continue;
 		rows[n].name = s->def->name;
 		rows[n].query = s->query_text;
@@ -902,8 +938,11 @@ static int snapshots_load(dis_maker *m, dis_decision *d)
 
 		if (!rows[k].found)
 			continue;
-		if (!rows[k].schema_fp || strcmp(rows[k].schema_fp, c->fp)) {
-			dis__errf(err, sizeof(err), "snapshot schema changed");
+		if (!rows[k].schema_fp ||
+		    strcmp(rows[k].schema_fp, s->snap_fp)) {
+			dis__errf(err, sizeof(err),
+				  "the state's schema or the query's meaning "
+				  "under the event schema changed");
 		} else if (!rows[k].version ||
 			   m->be.version_parse(m->be.self, rows[k].version,
 					       &since)) {
@@ -954,7 +993,7 @@ static void snapshots_store(dis_maker *m, dis_decision *d, void **versions)
 
 		if (!snap_capable(m, s) || s->applied <= m->every ||
 		    !versions[s->group] || !(c = codec_for(m, s->def)) ||
-		    !state_query_text(s))
+		    !state_query_text(s) || !state_snap_fp(s, c))
 			continue;
 		memset(&row, 0, sizeof(row));
 		dis__buf_init(&buf);
@@ -963,7 +1002,7 @@ static void snapshots_store(dis_maker *m, dis_decision *d, void **versions)
 		if (rc == 0) {
 			row.name = s->def->name;
 			row.query = s->query_text;
-			row.schema_fp = (char *)c->fp;
+			row.schema_fp = s->snap_fp;
 			row.version =
 				(char *)m->be.version_text(versions[s->group]);
 			row.data = buf.data;

@@ -93,7 +93,9 @@ typedef struct dis_state_def {
 	 * with the dis_event_set_* API; snapshot_load reads it back into a
 	 * state that holds the initial value (ids set). A non-zero return from
 	 * snapshot_load discards the snapshot: the state is rebuilt from the
-	 * log. Changing the snapshot schema invalidates stored snapshots.
+	 * log. Changing the snapshot schema invalidates stored snapshots, and so
+ * does an event schema change that changes what the state's query selects
+ * (a type that comes to declare an id the query filters on).
 	 */
 	const char *snapshot_schema;
 	int (*snapshot_save)(const void *state, dis_event *rec);

@@ -2,7 +2,8 @@
  * Snapshots on PostgreSQL: the table (Disintegrate-compatible, migrated
  * twice at once), storing and loading, a state of 10,000 events that loads
  * from its snapshot reading only what came after it, undecodable snapshots
- * ignored entirely, and a changed query or snapshot schema invalidating.
+ * ignored entirely, and a changed query, snapshot schema or meaning of the
+ * query under a new event schema invalidating.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -249,6 +250,137 @@ static void a_changed_query_or_schema_invalidates(void **state)
 	dis_decision_free(d);
 }
 
+/*
+ * A schema change can change what the same query text selects: v2 gives
+ * type T the id k that only U declared, so "T or U where k = 1" no longer
+ * takes T events without k. The snapshot built under v1 must be ignored.
+ */
+static const char evolve_v1[] =
+	"[{\"type\":\"record\",\"name\":\"T\",\"fields\":["
+	"{\"name\":\"x\",\"type\":\"long\"}]},"
+	"{\"type\":\"record\",\"name\":\"U\",\"fields\":["
+	"{\"name\":\"k\",\"type\":\"long\",\"disintegrate.id\":true}]}]";
+static const char evolve_v2[] =
+	"[{\"type\":\"record\",\"name\":\"T\",\"fields\":["
+	"{\"name\":\"x\",\"type\":\"long\"},{\"name\":\"k\",\"type\":"
+	"[\"null\",\"long\"],\"default\":null,\"disintegrate.id\":true}]},"
+	"{\"type\":\"record\",\"name\":\"U\",\"fields\":["
+	"{\"name\":\"k\",\"type\":\"long\",\"disintegrate.id\":true}]}]";
+
+struct seen {
+	int64_t k;
+	int64_t count;
+};
+
+static int seen_query(const void *state, dis_query *q)
+{
+	dis_filter *f;
+	int rc = dis_query_add_filter(q, &f);
+
+	if (!rc)
+		rc = dis_filter_type(f, "T");
+	if (!rc)
+		rc = dis_filter_type(f, "U");
+	if (!rc)
+		rc = dis_filter_where_long(f, "k",
+					   ((const struct seen *)state)->k);
+	return rc ? rc : dis_query_check(q);
+}
+
+static int seen_mutate(void *state, const dis_event *ev)
+{
+	(void)ev;
+	((struct seen *)state)->count++;
+	return 0;
+}
+
+static int seen_save(const void *state, dis_event *rec)
+{
+	return dis_event_set_long(rec, "count",
+				  ((const struct seen *)state)->count);
+}
+
+static int seen_load(void *state, const dis_event *rec)
+{
+	return dis_event_get_long(rec, "count", &((struct seen *)state)->count);
+}
+
+static const dis_state_def seen_def = {
+	.name = "Seen",
+	.size = sizeof(struct seen),
+	.query = seen_query,
+	.mutate = seen_mutate,
+	.snapshot_schema = "{\"type\":\"record\",\"name\":\"SeenSnap\","
+			   "\"fields\":[{\"name\":\"count\",\"type\":"
+			   "\"long\"}]}",
+	.snapshot_save = seen_save,
+	.snapshot_load = seen_load,
+};
+
+static int no_events(dis_ctx *ctx, const void *const *states,
+		     const void *params)
+{
+	(void)ctx;
+	(void)states;
+	(void)params;
+	return 0;
+}
+
+/* Loads Seen for k = 1 under `s`; returns its count. */
+static int64_t seen_count(const char *db, const dis_schema *s,
+			  dis_maker_stats *st)
+{
+	dis_store *str = dt_store(db, s);
+	struct seen init = {1, 0};
+	dis_decision *d;
+	dis_maker *m;
+	int64_t n;
+
+	assert_int_equal(dis_maker_new(str, &m), 0);
+	dis_maker_set_snapshots(m, true, 0);
+	assert_int_equal(
+		dis_decision_new(s, "CountSeen", no_events, NULL, 0, &d), 0);
+	assert_int_equal(dis_decision_add_state(d, &seen_def, &init), 0);
+	if (dis_maker_load(m, d))
+		fail_msg("load: %s", dis_decision_errmsg(d));
+	n = ((const struct seen *)dis_decision_state(d, 0))->count;
+	dis_maker_get_stats(m, st);
+	dis_decision_free(d);
+	dis_maker_free(m);
+	dis_store_free(str);
+	return n;
+}
+
+static void a_schema_change_of_the_query_invalidates(void **state)
+{
+	dis_schema *v1 = dt_schema(evolve_v1), *v2 = dt_schema(evolve_v2);
+	char *db = dt_fresh_db();
+	dis_store *st = dt_store(db, v1);
+	dis_maker_stats stats;
+	dis_event *ev[2];
+
+	(void)state;
+	assert_int_equal(dis_event_new(v1, "T", &ev[0]), 0);
+	assert_int_equal(dis_event_new(v1, "U", &ev[1]), 0);
+	assert_int_equal(dis_event_set_long(ev[1], "k", 1), 0);
+	assert_int_equal(dis_store_append(st, ev, 2, NULL, NULL, NULL), 0);
+	dis_event_free(ev[0]);
+	dis_event_free(ev[1]);
+	dis_store_free(st);
+
+	assert_int_equal(seen_count(db, v1, &stats), 2);
+	assert_int_equal(stats.snapshots_stored, 1);
+	/* The same text under v2: T without k is no longer selected. */
+	assert_int_equal(seen_count(db, v2, &stats), 1);
+	assert_int_equal(stats.snapshots_loaded, 0);
+	assert_int_equal(stats.snapshots_ignored, 1);
+	assert_int_equal(seen_count(db, v2, &stats), 1);
+	assert_int_equal(stats.snapshots_loaded, 1);
+	dis_schema_free(v1);
+	dis_schema_free(v2);
+	free(db);
+}
+
 static void snapshots_need_more_than_every_events(void **state)
 {
 	dis_decision *d;
@@ -351,6 +483,7 @@ int main(void)
 			an_undecodable_snapshot_is_ignored, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			a_changed_query_or_schema_invalidates, setup, teardown),
+		cmocka_unit_test(a_schema_change_of_the_query_invalidates),
 		cmocka_unit_test_setup_teardown(
 			snapshots_need_more_than_every_events, setup, teardown),
 		cmocka_unit_test_setup_teardown(
