@@ -403,6 +403,43 @@ static bool shards_done(PGconn *c)
 		     "  ORDER BY tx DESC, event_id DESC LIMIT 1)") == NSHARDS;
 }
 
+/* A shard registered already: the call fails and registers no other. */
+static void test_sharded_all_or_nothing(void **state)
+{
+	char *conninfo = dt_fresh_db();
+	dis_schema *s = dt_schema(SCHEMA);
+	static const uint32_t one[] = {1};
+	dis_listener_stats *st;
+	dis_runtime *rt;
+	dis_runner *r;
+	dis_query *q;
+	dis_filter *f;
+	char err[256];
+	size_t n;
+
+	(void)state;
+	assert_int_equal(dis_runner_new(conninfo, s, &r, err, sizeof(err)), 0);
+	rt = dis_runner_runtime(r);
+	assert_int_equal(dis_query_new(s, &q), 0);
+	assert_int_equal(dis_query_add_filter(q, &f), 0);
+	assert_int_equal(dis_filter_type(f, "S"), 0);
+	assert_int_equal(dis_runtime_add_sharded(rt, "sh", q, "key", 3, one, 1,
+						 shard_handler, NULL, NULL),
+			 0);
+	assert_int_equal(dis_runtime_add_sharded(rt, "sh", q, "key", 3, NULL, 0,
+						 shard_handler, NULL, NULL),
+			 DIS_EINVAL);
+	assert_non_null(strstr(dis_runtime_errmsg(rt), "sh#1/3"));
+	assert_int_equal(dis_runtime_stats(rt, &st, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(st[0].id, "sh#1/3");
+	dis_free(st);
+	dis_query_free(q);
+	dis_runner_free(r);
+	dis_schema_free(s);
+	free(conninfo);
+}
+
 static void test_four_shards_two_processes(void **state)
 {
 	char *conninfo = dt_fresh_db();
@@ -519,6 +556,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_sql_agrees_with_memory),
+		cmocka_unit_test(test_sharded_all_or_nothing),
 		cmocka_unit_test(test_four_shards_two_processes),
 	};
 
