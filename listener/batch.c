@@ -465,7 +465,9 @@ static void on_connected(dis__listener *l)
 {
 	const char *reg[3] = {l->id, l->types_array, l->query_text};
 	const char *id[1] = {l->id};
-	dis__stmt s[8] = {
+	char lock_ms[16];
+	const char *lock_timeout[1] = {lock_ms};
+	dis__stmt s[9] = {
 		{.sql = SQL_REGISTER, .nparams = 3, .values = reg},
 		{.name = S_FETCH, .sql = l->fetch_sql, .prepare = true},
 		{.name = S_LOCK, .sql = SQL_LOCK, .prepare = true},
@@ -476,9 +478,14 @@ static void on_connected(dis__listener *l)
 		/* The connection runs only batches (see durable_commit). */
 		{.sql = l->cfg.durable_commit ? "SET synchronous_commit = on"
 					      : "SET synchronous_commit = off"},
+		/* in ms; 0: none (see lock_timeout_ms) */
+		{.sql = "SELECT set_config('lock_timeout', $1, false)",
+		 .nparams = 1,
+		 .values = lock_timeout},
 	};
 	int rc;
 
+	snprintf(lock_ms, sizeof(lock_ms), "%" PRIu32, l->cfg.lock_timeout_ms);
 	rc = dis_store_wrap(dis__pq_conn(l->pq), l->rt->schema, &l->store);
 	if (rc) {
 		conn_down(l, "out of memory");
@@ -487,7 +494,7 @@ static void on_connected(dis__listener *l)
 	dis_store_set_log(l->store, l->rt->log, l->rt->log_arg);
 	/* The fetch statement's parameter count, for PQsendPrepare. */
 	s[1].nparams = 0;
-	rc = dis__pq_send(l->pq, s, 8);
+	rc = dis__pq_send(l->pq, s, 9);
 	if (rc) {
 		conn_down(l, dis__pq_errmsg(l->pq));
 		return;

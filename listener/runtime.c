@@ -137,6 +137,7 @@ void dis_listener_config_init(dis_listener_config *cfg)
 	cfg->wait_warn_ms = 5000;
 	cfg->read_ahead = true;
 	cfg->read_ahead_keep_ms = 60000;
+	cfg->lock_timeout_ms = 2000;
 }
 
 void dis_runtime_options_init(dis_runtime_options *o)

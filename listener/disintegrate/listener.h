@@ -127,6 +127,16 @@ typedef struct dis_listener_config {
 	 * its first pass slower). 0 closes it at once.
 	 */
 	uint32_t read_ahead_keep_ms;
+	/*
+	 * Handlers run on the event loop: while one of their statements
+	 * waits for a lock (a policy's append behind another append on the
+	 * same boundary, held by a transaction left open, or by a dis_async
+	 * pipeline on the same loop that this wait keeps from being sent), no
+	 * other listener of the runtime runs and it cannot stop. A wait
+	 * longer than this fails the event (retried per `retry`); 0 waits
+	 * without limit.
+	 */
+	uint32_t lock_timeout_ms;
 } dis_listener_config;
 
 /*
@@ -134,7 +144,7 @@ typedef struct dis_listener_config {
  * on, exponential retry from 100 ms to 30 s with jitter 0.2 and at most 10
  * attempts, poison events stop the listener, warn after 5 s of waiting,
  * asynchronous commit of batches, read-ahead on, its connection kept 60 s
- * after catching up.
+ * after catching up, lock waits of handlers cut at 2 s.
  */
 DIS_API void dis_listener_config_init(dis_listener_config *cfg);
 

@@ -727,6 +727,70 @@ static void *thread_main(void *p)
 	return NULL;
 }
 
+/* Takes advisory lock 424242 in the batch transaction. */
+static int locking_handler(void *arg, dis_batch *b, const dis_event *ev)
+{
+	PGresult *r = PQexec(dis_batch_conn(b),
+			     "SELECT pg_advisory_xact_lock(424242)");
+	int rc = 0;
+
+	(void)ev;
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		rc = dis_batch_fail(b, DIS_EPG, "%s", PQresultErrorMessage(r));
+	else
+		(*(int *)arg)++;
+	PQclear(r);
+	return rc;
+}
+
+/*
+ * A handler waiting for a lock another session holds gives up after
+ * lock_timeout_ms and is retried, instead of holding the loop (and every
+ * other listener of the runtime) until that session lets go.
+ */
+static void test_lock_wait_is_cut(void **state)
+{
+	fixture *f = *state;
+	tl_counter c = {0};
+	wait_n w = {&c, 1};
+	dis_query *q = tl_cart_query(f->schema);
+	dis_listener_config cfg = poller(20, true);
+	dis_listener_stats s;
+	int locked = 0;
+	double t0;
+
+	cfg.lock_timeout_ms = 200;
+	cfg.retry.kind = DIS_RETRY_FIXED;
+	cfg.retry.delay_ms = 50;
+	cfg.retry.max_attempts = 0;
+	dt_exec(f->conn, "SELECT pg_advisory_lock(424242)");
+	tl_append(f->store, tl_added(f->schema, "c", "p", 1));
+	assert_int_equal(dis_runtime_add_listener(f->rt, "locks", q,
+						  locking_handler, &locked,
+						  &cfg),
+			 0);
+	/* Another listener of the runtime goes on meanwhile. */
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, &c, NULL),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+	t0 = tl_now();
+	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
+	tl_run_for(f->base, 1000);
+	print_message("other listener handled after %.2f s\n", tl_now() - t0);
+	s = stats_of(f->rt, "locks");
+	assert_int_equal(locked, 0);
+	assert_true(s.errors >= 2);
+	assert_int_equal(s.state, DIS_LISTENER_RETRYING);
+	/* Let go: the next attempt takes the lock. */
+	dt_exec(f->conn, "SELECT pg_advisory_unlock(424242)");
+	for (int i = 0; i < 100 && !locked; i++)
+		tl_run_for(f->base, 50);
+	tl_stop_runtime(f->base, f->rt);
+	assert_int_equal(locked, 1);
+}
+
 static void test_two_threads(void **state)
 {
 	fixture *f = *state;
@@ -1753,6 +1817,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_setup_teardown(
 			test_retry_exhausted_dead_letter, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_two_failing_events, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_lock_wait_is_cut, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_commit_failure_isolated,
 						setup, teardown),
