@@ -29,7 +29,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/pgenv.sh"
 
 usage() {
-	sed -n '3,23s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+	sed -n '3,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 # Seconds of fuzzing in all, shared by the fuzz targets (each also replays

@@ -288,6 +288,16 @@ int main(int argc, char **argv)
 	char *text;
 	int closed_students = 0, rc;
 
+	if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
+		bool help = !strcmp(argv[1], "--help") ||
+			    !strcmp(argv[1], "-h");
+
+		fprintf(help ? stdout : stderr,
+			"usage: courses_demo [CONNINFO]\n"
+			"Runs the courses demo against CONNINFO (a libpq "
+			"conninfo or URI; default: the PG* environment).\n");
+		return help ? 0 : 1;
+	}
 	conninfo = argc > 1 ? argv[1] : NULL;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (evthread_use_pthreads())

@@ -53,7 +53,7 @@ while [ $# -gt 0 ]; do
 		shift
 		;;
 	-h | --help)
-		sed -n '3,21s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+		sed -n '3,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 		exit 0
 		;;
 	*) dis_die "unknown argument: $1 (see --help)" ;;

@@ -23,7 +23,7 @@ seconds=60
 if [ $# -gt 0 ]; then
 	case $1 in
 	-h | --help)
-		sed -n '3,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+		sed -n '3,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 		exit 0
 		;;
 	*[!0-9]* | '') ;;
