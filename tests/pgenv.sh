@@ -21,8 +21,9 @@
 
 DIS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-DIS_DEB_PACKAGES=(meson ninja-build pkg-config libpq-dev libevent-dev
-	libavro-dev libcmocka-dev libjansson-dev postgresql
+# gcc builds build/ (and valgrind reads its DWARF); clang the fuzz build.
+DIS_DEB_PACKAGES=(meson ninja-build pkg-config gcc libc6-dev libpq-dev
+	libevent-dev libavro-dev libcmocka-dev libjansson-dev postgresql
 	clang libclang-rt-14-dev valgrind)
 
 DIS_PG_TMP=

@@ -129,14 +129,22 @@ status=0
 
 # run_tests BUILD NAME [meson test args]: runs the tests, keeping meson's
 # log of them as meson-logs/NAME.json (so runs in one build directory do
-# not clash), and adds up the outcomes.
+# not clash; with --wrapper W meson names it NAME-W.json), and adds up the
+# outcomes.
 run_tests() {
-	local dir=$1 name=$2 rc=0
+	local dir=$1 name=$2 rc=0 log
 
 	shift 2
+	rm -f "$dir/meson-logs/$name.json" "$dir/meson-logs/$name"-*.json
 	dis_log "meson test -C $dir $*"
 	meson test -C "$dir" --print-errorlogs --logbase "$name" "$@" || rc=$?
-	count_tests "$dir/meson-logs/$name.json" "$rc"
+	log=$dir/meson-logs/$name.json
+	if [ ! -f "$log" ]; then
+		for log in "$dir/meson-logs/$name"-*.json; do
+			break
+		done
+	fi
+	count_tests "$log" "$rc"
 }
 
 # count_tests TESTLOG STATUS: adds the outcomes of a meson test run.
@@ -164,6 +172,10 @@ count_tests() {
 	EOF
 	) || counts="0 0 0"
 	read -r p f s <<<"$counts"
+	# A failed run that logged no failure (no log, a crash) counts as one.
+	if [ "$2" != 0 ] && [ "$f" = 0 ]; then
+		f=1
+	fi
 	passed=$((passed + p))
 	failed=$((failed + f))
 	skipped=$((skipped + s))
@@ -193,7 +205,9 @@ seconds=$((FUZZ_BUDGET / (ntargets > 0 ? ntargets : 1)))
 [ $seconds -gt 0 ] || seconds=1
 
 if [ ${#main_suites[@]} -gt 0 ] || [ $bench = 1 ] || [ $valgrind = 1 ]; then
-	dis_build "$build" "${setup[@]}"
+	# gcc unless CC says otherwise: on a system with clang alone, cc is
+	# clang (see DIS_DEB_PACKAGES).
+	CC=${CC:-gcc} dis_build "$build" "${setup[@]}"
 fi
 if [ ${#san_suites[@]} -gt 0 ] || [ $fuzz = 1 ]; then
 	# libFuzzer needs clang; -Dfuzz=true instruments the whole library.

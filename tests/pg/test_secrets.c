@@ -142,8 +142,15 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
+	char path[sizeof(tmpdir) + 16];
+
 	(void)state;
 	unlink(schema_path);
+	/* run_disctl's files */
+	snprintf(path, sizeof(path), "%s/in", tmpdir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/out", tmpdir);
+	unlink(path);
 	rmdir(tmpdir);
 	drop_role();
 	role[0] = '\0';
