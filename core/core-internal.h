@@ -63,10 +63,13 @@ const char *dis__buf_cstr(dis__buf *b);
 char *dis__buf_take(dis__buf *b);
 /*
  * Adds identifier `name` (letters, digits and '_') to the text[] literal
- * `b` holds: "{" first when `b` is empty, else ","; end it with "}". The
- * element is quoted: unquoted, NULL in any case would read as a null.
+ * `b` holds: "{" first when `b` is empty, else ","; end it with
+ * dis__buf_array_end. The element is quoted: unquoted, NULL in any case
+ * would read as a null.
  */
 void dis__buf_array_ident(dis__buf *b, const char *name);
+/* Ends that literal: "}", or "{}" when nothing was added. */
+void dis__buf_array_end(dis__buf *b);
 
 char *dis__strdup(const char *s);
 /* Decimal text of `v` (no printf: for hot paths); returns its length. */

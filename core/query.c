@@ -898,7 +898,7 @@ static void sql_filter(dis__sql *s, const dis_query *q, const dis_filter *f)
 			dis__buf_array_ident(
 				&list, dis_schema_type_name(q->schema, u));
 		}
-		dis__buf_puts(&list, "}");
+		dis__buf_array_end(&list);
 		if (!first)
 			dis__sql_puts(s, " OR ");
 		first = false;

@@ -86,6 +86,11 @@ void dis__buf_array_ident(dis__buf *b, const char *name)
 	dis__buf_puts(b, "\"");
 }
 
+void dis__buf_array_end(dis__buf *b)
+{
+	dis__buf_puts(b, b->len ? "}" : "{}");
+}
+
 void dis__buf_printf(dis__buf *b, const char *fmt, ...)
 {
 	va_list ap;

@@ -305,9 +305,7 @@ static char *types_literal(const dis_query *q)
 		if (dis_query_has_type(q, t))
 			dis__buf_array_ident(&b, t);
 	}
-	if (!b.len)
-		dis__buf_puts(&b, "{");
-	dis__buf_puts(&b, "}");
+	dis__buf_array_end(&b);
 	return dis__buf_take(&b);
 }
 

@@ -71,7 +71,7 @@ int dis_indexer_new(const dis_schema *schema, const char *id, dis_indexer **out)
 		rc = dis_filter_type(f, type);
 		dis__buf_array_ident(&ix->types, type);
 	}
-	dis__buf_puts(&ix->types, ix->types.len ? "}" : "{}");
+	dis__buf_array_end(&ix->types);
 	if (!rc)
 		rc = dis_query_check(ix->query);
 	if (!rc && !dis__buf_cstr(&ix->types))

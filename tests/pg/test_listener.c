@@ -94,6 +94,18 @@ static dis_listener_stats stats_of(dis_runtime *rt, const char *id)
 	return out;
 }
 
+/* Registers listener "carts" (the cart projection counting into c) over
+ * q, which it frees (the runtime keeps a copy), and starts the runtime. */
+static void start_carts(fixture *f, dis_query *q, tl_counter *c,
+			const dis_listener_config *cfg)
+{
+	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
+						  tl_cart_handler, c, cfg),
+			 0);
+	dis_query_free(q);
+	assert_int_equal(dis_runtime_start(f->rt), 0);
+}
+
 /* A reset from another thread (tl_reset) on the fixture's database. */
 static int reset_running(fixture *f, const char *id, dis_position to)
 {
@@ -119,11 +131,7 @@ static void test_runs_event_listener(void **state)
 	PGresult *r;
 
 	tl_append(f->store, tl_added(f->schema, "cart_1", "product_1", 1));
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q); /* the runtime keeps a copy */
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
 	tl_stop_runtime(f->base, f->rt);
 
@@ -160,11 +168,7 @@ static void test_notifier_delivers(void **state)
 	dis_listener_stats s;
 	double t0, worst = 0;
 
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q);
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, caught_up, f, 10000));
 	/* The LISTEN connection is up before we append. */
 	for (int i = 0; i < 400 && !dis_runtime_notifier_connected(f->rt); i++)
@@ -201,11 +205,7 @@ static void test_checkpoint_advances_past_other_types(void **state)
 	dis_listener_stats s0, s1;
 	dis_position ck, head;
 
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q);
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, caught_up, f, 10000));
 	for (int i = 0; i < 400 && !dis_runtime_notifier_connected(f->rt); i++)
 		tl_run_for(f->base, 5);
@@ -412,11 +412,7 @@ static void test_corrupt_payload_dead_letter(void **state)
 	tl_append(f->store, tl_added(f->schema, "c1", "p", 1));
 	bad = insert_garbage(f->conn);
 	tl_append(f->store, tl_added(f->schema, "c2", "p", 2));
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q);
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
 	tl_run_for(f->base, 100);
 	s = stats_of(f->rt, "carts");
@@ -455,11 +451,7 @@ static void test_corrupt_payload_stops(void **state)
 	tl_append(f->store, tl_added(f->schema, "c1", "p", 1));
 	bad = insert_garbage(f->conn);
 	tl_append(f->store, tl_added(f->schema, "c2", "p", 2));
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q);
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, halted, &h, 10000));
 	tl_run_for(f->base, 200);
 	s = stats_of(f->rt, "carts");
@@ -510,11 +502,7 @@ static void test_retry_then_success(void **state)
 		ids[i] = tl_append(f->store, tl_added(f->schema, "c", "p", 1));
 	c.fail_id = ids[3];
 	c.fail_id_times = 2;
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q);
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
 	tl_run_for(f->base, 100);
 	s = stats_of(f->rt, "carts");
@@ -550,11 +538,7 @@ static void test_retry_exhausted_dead_letter(void **state)
 	for (int i = 0; i < 5; i++)
 		ids[i] = tl_append(f->store, tl_added(f->schema, "c", "p", 1));
 	c.always_fail_id = (int)ids[2];
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q);
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
 	tl_run_for(f->base, 100);
 	tl_stop_runtime(f->base, f->rt);
@@ -595,11 +579,7 @@ static void test_two_failing_events(void **state)
 	c.early_fail_id = ids[1];
 	c.first_ok = 2;
 	c.always_fail_id = (int)ids[3];
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q);
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
 	tl_run_for(f->base, 100);
 	tl_stop_runtime(f->base, f->rt);
@@ -641,11 +621,7 @@ static void test_commit_failure_isolated(void **state)
 	for (int i = 0; i < 6; i++)
 		ids[i] = tl_append(f->store, tl_added(f->schema, "c", "p",
 						      i == 3 ? 10 : i + 10));
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q);
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, handled_rows, &w, 15000));
 	tl_run_for(f->base, 200);
 	tl_stop_runtime(f->base, f->rt);
@@ -853,11 +829,7 @@ static void test_waiting_on_transaction(void **state)
 	dis_listener_stats s;
 
 	cfg.wait_warn_ms = 300;
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q);
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, caught_up, f, 10000));
 	dt_exec(blocker, "BEGIN; SELECT pg_current_xact_id()");
 	for (int i = 0; i < 3; i++)
@@ -1058,11 +1030,7 @@ static void test_reset_replays(void **state)
 	size_t n;
 
 	tl_append_carts(f->store, f->schema, 10, 2);
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q);
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
 	tl_run_for(f->base, 50);
 	assert_int_equal(dis_listener_list(f->store, &info, &n), 0);
@@ -1754,11 +1722,7 @@ static void test_disctl_listeners_reset(void **state)
 		fail_msg("pass the disctl binary as the first argument");
 	for (int i = 0; i < 5; i++)
 		ids[i] = tl_append(f->store, tl_added(f->schema, "c", "p", 1));
-	assert_int_equal(dis_runtime_add_listener(f->rt, "carts", q,
-						  tl_cart_handler, &c, &cfg),
-			 0);
-	dis_query_free(q);
-	assert_int_equal(dis_runtime_start(f->rt), 0);
+	start_carts(f, q, &c, &cfg);
 	assert_true(tl_run_until(f->base, handled_n, &w, 10000));
 	tl_stop_runtime(f->base, f->rt);
 	assert_int_equal(run_disctl(f->conninfo, "listeners", out, sizeof(out)),
